@@ -1,0 +1,81 @@
+/**
+ * One request as the application sees it, and the way to answer it exactly
+ * once. The transport decodes the options the application needs (path, query,
+ * formats, Observe) in one pass; how the answer travels (piggybacked, separate,
+ * block-wise, suppressed by No-Response) is the transport's business.
+ */
+import type { Block } from './blockwise';
+import type { CoapMessage, CoapOption } from './message';
+
+export interface Remote {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 'IPv4' | 'IPv6';
+  /** "address|port": names the endpoint in every per-endpoint map. */
+  readonly key: string;
+}
+
+export interface CoapResponse {
+  code: number;
+  contentFormat?: number;
+  payload?: Buffer;
+  /** Extra options, in ascending number order (e.g. Observe, Max-Age). */
+  options?: readonly CoapOption[];
+}
+
+export interface Responder {
+  respond(exchange: Exchange, response: CoapResponse): void;
+}
+
+export class Exchange {
+  // What the application reads.
+  readonly path: string[] = [];
+  readonly query: string[] = [];
+  contentFormat: number | undefined = undefined;
+  accept: number | undefined = undefined;
+  observe: number | undefined = undefined;
+  /** Whole request body: Block1 uploads are reassembled before the application sees them. */
+  payload: Buffer;
+
+  // What the transport keeps to answer.
+  /** The empty ACK went out: the response will be a separate CON. */
+  acknowledged = false;
+  answered = false;
+  block1: Block | null = null;
+  block2: Block | null = null;
+  wantsSize2 = false;
+  /** No-Response (RFC 7967) mask of response classes not to send. */
+  noResponse = 0;
+
+  constructor(
+    private readonly responder: Responder,
+    readonly message: CoapMessage,
+    readonly remote: Remote,
+    readonly receivedAt: number,
+    /** Endpoint + message ID: the deduplication key. */
+    readonly key: string,
+  ) {
+    this.payload = message.payload;
+  }
+
+  get method(): number {
+    return this.message.code;
+  }
+
+  get confirmable(): boolean {
+    return this.message.type === 0;
+  }
+
+  get token(): Buffer {
+    return this.message.token;
+  }
+
+  /** Names a resource for one endpoint across requests: block-wise transfers are keyed by it. */
+  get resourceKey(): string {
+    return `${this.remote.key}|${this.method}|${this.path.join('/')}?${this.query.join('&')}`;
+  }
+
+  respond(response: CoapResponse): void {
+    this.responder.respond(this, response);
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * Reliability of the confirmable messages this server sends (RFC 7252 §4.2):
+ * separate responses and, later, notifications. Each is retransmitted with
+ * exponential back-off until the peer's ACK or RST, or until MAX_RETRANSMIT
+ * retransmissions went unanswered. There is no timer per message: the
+ * transport's periodic tick calls `due()`.
+ */
+import { ACK_RANDOM_FACTOR, ACK_TIMEOUT_MS, MAX_RETRANSMIT } from './constants';
+
+export type Outcome = 'acked' | 'reset' | 'timeout' | 'cancelled';
+
+export interface Destination {
+  readonly address: string;
+  readonly port: number;
+}
+
+interface InFlight {
+  readonly datagram: Buffer;
+  readonly to: Destination;
+  readonly onDone: ((outcome: Outcome) => void) | undefined;
+  retransmissions: number;
+  timeoutMs: number;
+  dueAt: number;
+}
+
+export interface RetransmissionParameters {
+  ackTimeoutMs: number;
+  ackRandomFactor: number;
+  maxRetransmit: number;
+}
+
+export const DEFAULT_RETRANSMISSION: RetransmissionParameters = {
+  ackTimeoutMs: ACK_TIMEOUT_MS,
+  ackRandomFactor: ACK_RANDOM_FACTOR,
+  maxRetransmit: MAX_RETRANSMIT,
+};
+
+export class Retransmitter {
+  private readonly inFlight = new Map<string, InFlight>();
+
+  constructor(
+    private readonly params: RetransmissionParameters,
+    private readonly send: (datagram: Buffer, to: Destination) => void,
+  ) {}
+
+  get size(): number {
+    return this.inFlight.size;
+  }
+
+  /** Sends a CON message now and keeps it until it is settled. `key` is endpoint + message ID. */
+  start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: (outcome: Outcome) => void): void {
+    const { ackTimeoutMs, ackRandomFactor } = this.params;
+    const timeoutMs = ackTimeoutMs * (1 + Math.random() * (ackRandomFactor - 1));
+    this.inFlight.set(key, { datagram, to, onDone, retransmissions: 0, timeoutMs, dueAt: now + timeoutMs });
+    this.send(datagram, to);
+  }
+
+  /** An ACK or RST from the peer for that message ID; false when nothing was waiting for it. */
+  settle(key: string, outcome: 'acked' | 'reset'): boolean {
+    return this.finish(key, outcome);
+  }
+
+  cancel(key: string): void {
+    this.finish(key, 'cancelled');
+  }
+
+  /** Retransmits what is due and gives up on what exhausted its retransmissions. */
+  due(now: number): void {
+    for (const [key, message] of this.inFlight) {
+      if (message.dueAt > now) continue;
+      if (message.retransmissions >= this.params.maxRetransmit) {
+        this.finish(key, 'timeout');
+        continue;
+      }
+      message.retransmissions++;
+      message.timeoutMs *= 2;
+      message.dueAt = now + message.timeoutMs;
+      this.send(message.datagram, message.to);
+    }
+  }
+
+  /** Ends every exchange, e.g. on close; each owner hears 'cancelled'. */
+  cancelAll(): void {
+    for (const key of [...this.inFlight.keys()]) this.finish(key, 'cancelled');
+  }
+
+  private finish(key: string, outcome: Outcome): boolean {
+    const message = this.inFlight.get(key);
+    if (message === undefined) return false;
+    this.inFlight.delete(key);
+    message.onDone?.(outcome);
+    return true;
+  }
+}

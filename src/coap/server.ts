@@ -1,0 +1,462 @@
+/**
+ * The CoAP message layer of a server, on one UDP socket (RFC 7252, 7959, 6690,
+ * 7967). It owns: decoding and rejecting datagrams, deduplication, piggybacked
+ * or separate responses and their retransmission, Block1 reassembly, Block2
+ * delivery from stored bodies, and `/.well-known/core`. It knows nothing of
+ * what requests mean: each request becomes an Exchange handed to `handler`.
+ *
+ * Time is driven by one periodic tick, not by timers per message.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { Block1Assembler, Block2Store, StoredBody, blockSize, decodeBlock, encodeBlock, szxFor } from './blockwise';
+import { Code, NO_RESPONSE_BITS, Option, Type, UNDERSTOOD_CRITICAL, codeText } from './constants';
+import { Deduplicator } from './deduplication';
+import { CoapResponse, Exchange, Remote, Responder } from './exchange';
+import { Link, filterLinks, serializeLinks } from './linkFormat';
+import {
+  CoapMessage,
+  CoapOption,
+  decodeMessage,
+  encodeMessage,
+  encodeUint,
+  findOption,
+  readUint,
+  withOption,
+} from './message';
+import { RetransmissionParameters, Outcome, Retransmitter } from './retransmission';
+
+export interface TransportLogger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface TransportOptions {
+  host: string;
+  port: number;
+  /** How long a CON request may wait for its answer to ride on the ACK. */
+  piggybackWindowMs: number;
+  maxTokenLength: number;
+  /** Preferred Block2 size (16..1024, a power of two). */
+  blockSize: number;
+  /** Largest request body, whole or reassembled, in bytes. */
+  maxBodySize: () => number;
+  deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
+  blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
+  retransmission: RetransmissionParameters;
+  tickMs: number;
+  links: readonly Link[];
+}
+
+export type RequestHandler = (exchange: Exchange) => void | Promise<void>;
+
+/** Lets the application give transport errors its own body shape. */
+export type ErrorFormatter = (exchange: Exchange, code: number, reason: string, message: string) => CoapResponse;
+
+export const diagnosticError: ErrorFormatter = (_exchange, code, _reason, message) => ({
+  code,
+  payload: Buffer.from(message),
+});
+
+const EMPTY = Buffer.alloc(0);
+const WELL_KNOWN_CORE = '.well-known/core';
+const LINK_FORMAT = 40;
+const SAFE_METHODS = new Set([1, 5]); // GET, FETCH: may run again to serve a block
+
+export class CoapServer implements Responder {
+  private socket: dgram.Socket | null = null;
+  private ticker: NodeJS.Timeout | null = null;
+  private lastSweep = 0;
+  private nextMessageId = Math.floor(Math.random() * 0x10000);
+  private readonly dedup: Deduplicator;
+  private readonly uploads: Block1Assembler;
+  private readonly bodies: Block2Store;
+  private readonly retransmitter: Retransmitter;
+  /** CON requests still inside their piggyback window, oldest first, by deduplication key. */
+  private readonly awaitingAck = new Map<string, Exchange>();
+  private readonly preferredSzx: number;
+  private readonly counters = { received: 0, malformed: 0, duplicates: 0, handlerErrors: 0 };
+
+  constructor(
+    private readonly options: TransportOptions,
+    private readonly handler: RequestHandler,
+    private readonly log: TransportLogger,
+    private readonly formatError: ErrorFormatter = diagnosticError,
+  ) {
+    this.dedup = new Deduplicator(options.deduplication, options.deduplication.lifetimeMs);
+    this.uploads = new Block1Assembler(options.blockwise, options.maxBodySize);
+    this.bodies = new Block2Store(options.blockwise);
+    this.retransmitter = new Retransmitter(options.retransmission, (datagram, to) => this.send(datagram, to));
+    this.preferredSzx = szxFor(options.blockSize);
+  }
+
+  /** Resolves once the socket listens; rejects with a readable reason (port in use, bad address). */
+  listen(): Promise<{ address: string; port: number }> {
+    const { host, port } = this.options;
+    const ipv6 = net.isIPv6(host);
+    const socket = dgram.createSocket({ type: ipv6 ? 'udp6' : 'udp4', ipv6Only: false, reuseAddr: false });
+    return new Promise((resolve, reject) => {
+      const onError = (error: NodeJS.ErrnoException): void => {
+        socket.close();
+        const why = error.code === 'EADDRINUSE' ? 'the port is in use' : error.message;
+        reject(new Error(`CoAP cannot listen on UDP [${host}]:${port}: ${why}`));
+      };
+      socket.once('error', onError);
+      socket.bind(port, host, () => {
+        socket.off('error', onError);
+        socket.on('error', (error) => this.log.error(`CoAP socket error: ${error.message}`));
+        socket.on('message', (datagram, rinfo) => this.receive(datagram, rinfo));
+        this.socket = socket;
+        this.ticker = setInterval(() => this.tick(Date.now()), this.options.tickMs);
+        this.ticker.unref();
+        const bound = socket.address();
+        resolve({ address: bound.address, port: bound.port });
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+    this.retransmitter.cancelAll();
+    this.awaitingAck.clear();
+    this.dedup.clear();
+    this.uploads.clear();
+    this.bodies.clear();
+    const socket = this.socket;
+    this.socket = null;
+    return new Promise((resolve) => (socket ? socket.close(() => resolve()) : resolve()));
+  }
+
+  get stats(): Record<string, unknown> {
+    return {
+      ...this.counters,
+      deduplication: this.dedup.stats,
+      uploads: this.uploads.stats,
+      storedBodies: this.bodies.stats,
+      awaitingAck: this.awaitingAck.size,
+      retransmitting: this.retransmitter.size,
+    };
+  }
+
+  /** Sends a CON message and tracks it until it is acknowledged, reset or given up. */
+  sendConfirmable(to: Remote, build: (messageId: number) => Buffer, onDone?: (outcome: Outcome) => void): number {
+    const messageId = this.allocateMessageId();
+    this.retransmitter.start(`${to.key}#${messageId}`, build(messageId), to, Date.now(), onDone);
+    return messageId;
+  }
+
+  sendNonConfirmable(to: Remote, build: (messageId: number) => Buffer): number {
+    const messageId = this.allocateMessageId();
+    this.send(build(messageId), to);
+    return messageId;
+  }
+
+  // ---- receiving -------------------------------------------------------
+
+  private receive(datagram: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.counters.received++;
+    let message: CoapMessage;
+    try {
+      message = decodeMessage(datagram);
+    } catch (error) {
+      this.rejectMalformed(datagram, rinfo, (error as Error).message);
+      return;
+    }
+    const remote: Remote = {
+      address: rinfo.address,
+      port: rinfo.port,
+      family: rinfo.family as Remote['family'],
+      key: `${rinfo.address}|${rinfo.port}`,
+    };
+    try {
+      this.dispatch(message, remote);
+    } catch (error) {
+      // A bug of ours must cost one request, never the process.
+      this.counters.handlerErrors++;
+      this.log.error(`CoAP: error while handling a message from ${remote.key}: ${(error as Error).stack}`);
+    }
+  }
+
+  private rejectMalformed(datagram: Buffer, rinfo: dgram.RemoteInfo, why: string): void {
+    this.counters.malformed++;
+    this.log.debug(`CoAP: dropped a malformed datagram of ${datagram.length} bytes from ${rinfo.address}:${rinfo.port}: ${why}`);
+    // RFC 7252 §4.2: a CON that cannot be processed is rejected with a RST, when its header can be read.
+    if (datagram.length >= 4 && datagram[0] >> 6 === 1 && ((datagram[0] >> 4) & 3) === Type.CON) {
+      this.send(encodeMessage(Type.RST, Code.EMPTY, datagram.readUInt16BE(2), EMPTY, [], null), rinfo);
+    }
+  }
+
+  private dispatch(message: CoapMessage, remote: Remote): void {
+    const { type, code } = message;
+    if (type === Type.ACK || type === Type.RST) {
+      this.retransmitter.settle(`${remote.key}#${message.messageId}`, type === Type.ACK ? 'acked' : 'reset');
+      return;
+    }
+    if (code === Code.EMPTY || code >> 5 !== 0 || message.token.length > this.options.maxTokenLength) {
+      // A CON ping, a response where a request belongs or a token we will not keep: RST (RFC 7252 §4.2, RFC 8974 §2.2).
+      if (type === Type.CON) this.send(encodeMessage(Type.RST, Code.EMPTY, message.messageId, EMPTY, [], null), remote);
+      return;
+    }
+    const now = Date.now();
+    const key = `${remote.key}#${message.messageId}`;
+    const seen = this.dedup.check(key, now);
+    if (seen.state !== 'new') {
+      this.counters.duplicates++;
+      if (type === Type.CON) this.answerDuplicate(key, seen.state === 'answered' ? seen.answer : null, message, remote);
+      return;
+    }
+    const exchange = new Exchange(this, message, remote, now, key);
+    if (type === Type.CON) this.awaitingAck.set(key, exchange);
+    this.process(exchange, now);
+  }
+
+  private answerDuplicate(key: string, answer: Buffer | null, message: CoapMessage, remote: Remote): void {
+    if (answer !== null) {
+      this.send(answer, remote);
+      return;
+    }
+    // Still being processed: acknowledge now so the client stops retransmitting; the answer will be separate.
+    const exchange = this.awaitingAck.get(key);
+    if (exchange !== undefined) this.acknowledge(exchange);
+    else this.send(encodeMessage(Type.ACK, Code.EMPTY, message.messageId, EMPTY, [], null), remote);
+  }
+
+  private process(exchange: Exchange, now: number): void {
+    const problem = this.readOptions(exchange);
+    if (problem !== null) {
+      this.fail(exchange, problem.code, problem.reason, problem.message);
+      return;
+    }
+    if (exchange.method > 7) {
+      this.fail(exchange, Code.METHOD_NOT_ALLOWED, 'method_not_allowed', `unknown method code ${codeText(exchange.method)}`);
+      return;
+    }
+    if (exchange.block1 !== null) {
+      if (!this.reassemble(exchange, now)) return;
+    } else if (exchange.payload.length > this.options.maxBodySize()) {
+      this.tooLarge(exchange, this.options.maxBodySize());
+      return;
+    }
+    if (exchange.block2 !== null && exchange.block2.num > 0) {
+      const stored = this.bodies.get(exchange.resourceKey, now);
+      if (stored !== undefined) {
+        exchange.answered = true;
+        this.awaitingAck.delete(exchange.key);
+        this.sendBlock(exchange, stored, [], exchange.block2.num);
+        return;
+      }
+      if (!SAFE_METHODS.has(exchange.method)) {
+        this.fail(exchange, Code.REQUEST_ENTITY_INCOMPLETE, 'block_expired',
+          'the response these blocks belong to is no longer held: repeat the request from block 0');
+        return;
+      }
+    }
+    if (exchange.path.join('/') === WELL_KNOWN_CORE) {
+      this.serveLinks(exchange);
+      return;
+    }
+    this.runHandler(exchange);
+  }
+
+  /** Reads every option once; returns the first reason to refuse the request. */
+  private readOptions(exchange: Exchange): { code: number; reason: string; message: string } | null {
+    for (const { number, value } of exchange.message.options) {
+      switch (number) {
+        case Option.URI_PATH: exchange.path.push(value.toString('utf8')); break;
+        case Option.URI_QUERY: exchange.query.push(value.toString('utf8')); break;
+        case Option.CONTENT_FORMAT: exchange.contentFormat ??= readUint(value); break;
+        case Option.ACCEPT: exchange.accept ??= readUint(value); break;
+        case Option.OBSERVE: exchange.observe ??= readUint(value); break;
+        case Option.SIZE2: exchange.wantsSize2 = true; break;
+        case Option.NO_RESPONSE: exchange.noResponse = readUint(value); break;
+        case Option.BLOCK1:
+        case Option.BLOCK2: {
+          const block = decodeBlock(value);
+          if (block === null) return { code: Code.BAD_OPTION, reason: 'bad_option', message: `malformed Block option ${number}` };
+          if (number === Option.BLOCK1) exchange.block1 ??= block;
+          else exchange.block2 ??= block;
+          break;
+        }
+        case Option.PROXY_URI:
+        case Option.PROXY_SCHEME:
+          return { code: Code.PROXYING_NOT_SUPPORTED, reason: 'proxying_not_supported', message: 'this server is not a proxy' };
+        default:
+          if (number & 1 && !UNDERSTOOD_CRITICAL.has(number)) {
+            return { code: Code.BAD_OPTION, reason: 'bad_option', message: `unsupported critical option ${number}` };
+          }
+      }
+    }
+    if (exchange.block2 !== null && exchange.block2.szx === 7) {
+      return { code: Code.BAD_REQUEST, reason: 'bad_option', message: 'BERT blocks (szx 7) are for CoAP over TCP' };
+    }
+    return null;
+  }
+
+  /** Takes one Block1 block; true when the body is whole and the request can run. */
+  private reassemble(exchange: Exchange, now: number): boolean {
+    const block = exchange.block1 as NonNullable<Exchange['block1']>;
+    const size1 = findOption(exchange.message, Option.SIZE1);
+    const outcome = this.uploads.accept(
+      exchange.resourceKey, block, exchange.payload, size1 === undefined ? undefined : readUint(size1), now);
+    switch (outcome.kind) {
+      case 'complete':
+        exchange.payload = outcome.body;
+        return true;
+      case 'continue':
+        this.respond(exchange, { code: Code.CONTINUE });
+        return false;
+      case 'too-large':
+        this.tooLarge(exchange, outcome.limit);
+        return false;
+      case 'incomplete':
+        this.fail(exchange, Code.REQUEST_ENTITY_INCOMPLETE, 'block_incomplete', outcome.reason);
+        return false;
+      case 'bad':
+        this.fail(exchange, Code.BAD_REQUEST, 'bad_block', outcome.reason);
+        return false;
+    }
+  }
+
+  private tooLarge(exchange: Exchange, limit: number): void {
+    const response = this.formatError(exchange, Code.REQUEST_ENTITY_TOO_LARGE, 'request_too_large',
+      `the request body exceeds the ${limit} bytes this server accepts`);
+    const options = withOption(response.options ?? [], Option.SIZE1, encodeUint(limit));
+    exchange.block1 = null; // no Block1 echo on a refusal
+    this.respond(exchange, { ...response, options });
+  }
+
+  private serveLinks(exchange: Exchange): void {
+    if (exchange.method !== 1) {
+      this.fail(exchange, Code.METHOD_NOT_ALLOWED, 'method_not_allowed', '/.well-known/core only answers GET');
+      return;
+    }
+    const links = serializeLinks(filterLinks(this.options.links, exchange.query));
+    this.respond(exchange, { code: Code.CONTENT, contentFormat: LINK_FORMAT, payload: Buffer.from(links) });
+  }
+
+  private runHandler(exchange: Exchange): void {
+    const onError = (error: unknown): void => {
+      this.counters.handlerErrors++;
+      this.log.error(`CoAP: request handler failed for ${exchange.remote.key}: ${(error as Error)?.stack ?? error}`);
+      if (!exchange.answered) this.fail(exchange, Code.INTERNAL_SERVER_ERROR, 'internal_error', 'internal server error');
+    };
+    try {
+      const result = this.handler(exchange);
+      if (result !== undefined) result.catch(onError);
+    } catch (error) {
+      onError(error);
+    }
+  }
+
+  private fail(exchange: Exchange, code: number, reason: string, message: string): void {
+    this.respond(exchange, this.formatError(exchange, code, reason, message));
+  }
+
+  // ---- answering -------------------------------------------------------
+
+  respond(exchange: Exchange, response: CoapResponse): void {
+    if (exchange.answered || this.socket === null) return;
+    exchange.answered = true;
+    this.awaitingAck.delete(exchange.key);
+    this.deliver(exchange, response);
+  }
+
+  private deliver(exchange: Exchange, response: CoapResponse): void {
+    const payload = response.payload ?? EMPTY;
+    let options = response.options ?? [];
+    if (exchange.block1 !== null) {
+      options = withOption(options, Option.BLOCK1, encodeBlock(exchange.block1.num, response.code === Code.CONTINUE, exchange.block1.szx));
+    }
+    if (payload.length > blockSize(this.szxFor(exchange)) || (exchange.block2 !== null && exchange.block2.num > 0)) {
+      const stored = this.bodies.store(exchange.resourceKey, response.code, response.contentFormat, payload, exchange.receivedAt);
+      this.sendBlock(exchange, stored, options, exchange.block2?.num ?? 0);
+      return;
+    }
+    if (response.contentFormat !== undefined) {
+      options = withOption(options, Option.CONTENT_FORMAT, encodeUint(response.contentFormat));
+    }
+    this.transmit(exchange, response.code, options, payload);
+  }
+
+  private szxFor(exchange: Exchange): number {
+    return exchange.block2 === null ? this.preferredSzx : Math.min(exchange.block2.szx, this.preferredSzx);
+  }
+
+  /** Sends block `num` of a stored body, with its ETag (and Size2 when asked). */
+  private sendBlock(exchange: Exchange, body: StoredBody, extra: readonly CoapOption[], num: number): void {
+    const szx = this.szxFor(exchange);
+    const size = blockSize(szx);
+    const start = num * size;
+    if (start >= body.payload.length && num > 0) {
+      const message = `block ${num} of ${size} bytes is past the end of the ${body.payload.length}-byte body`;
+      this.deliver(exchange, this.formatError(exchange, Code.BAD_OPTION, 'bad_block', message));
+      return;
+    }
+    const end = Math.min(start + size, body.payload.length);
+    let options = withOption(extra, Option.ETAG, body.etag);
+    if (body.contentFormat !== undefined) options = withOption(options, Option.CONTENT_FORMAT, encodeUint(body.contentFormat));
+    options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
+    if (exchange.wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
+    this.transmit(exchange, body.code, options, body.payload.subarray(start, end));
+  }
+
+  /** Puts an answer on the wire: piggybacked, separate CON, or NON; honours No-Response. */
+  private transmit(exchange: Exchange, code: number, options: readonly CoapOption[], payload: Buffer): void {
+    const { message, remote, token } = exchange;
+    const suppressed = (exchange.noResponse & (NO_RESPONSE_BITS[code >> 5] ?? 0)) !== 0;
+    if (message.type === Type.CON && !exchange.acknowledged) {
+      const answer = suppressed
+        ? encodeMessage(Type.ACK, Code.EMPTY, message.messageId, EMPTY, [], null)
+        : encodeMessage(Type.ACK, code, message.messageId, token, options, payload);
+      this.dedup.answered(exchange.key, answer);
+      this.send(answer, remote);
+      return;
+    }
+    if (suppressed) return;
+    if (message.type === Type.CON) {
+      this.sendConfirmable(remote, (id) => encodeMessage(Type.CON, code, id, token, options, payload), (outcome) => {
+        if (outcome === 'timeout') this.log.debug(`CoAP: separate response to ${remote.key} was never acknowledged`);
+      });
+    } else {
+      this.sendNonConfirmable(remote, (id) => encodeMessage(Type.NON, code, id, token, options, payload));
+    }
+  }
+
+  /** Empty ACK: the answer will follow as a separate response. */
+  private acknowledge(exchange: Exchange): void {
+    this.awaitingAck.delete(exchange.key);
+    if (exchange.acknowledged || exchange.answered) return;
+    exchange.acknowledged = true;
+    const ack = encodeMessage(Type.ACK, Code.EMPTY, exchange.message.messageId, EMPTY, [], null);
+    this.dedup.answered(exchange.key, ack);
+    this.send(ack, exchange.remote);
+  }
+
+  private tick(now: number): void {
+    const deadline = now - this.options.piggybackWindowMs;
+    for (const exchange of this.awaitingAck.values()) {
+      if (exchange.receivedAt > deadline) break;
+      this.acknowledge(exchange);
+    }
+    this.retransmitter.due(now);
+    if (now - this.lastSweep >= 1000) {
+      this.lastSweep = now;
+      this.dedup.sweep(now);
+      this.uploads.sweep(now);
+      this.bodies.sweep(now);
+    }
+  }
+
+  private allocateMessageId(): number {
+    const id = this.nextMessageId;
+    this.nextMessageId = (id + 1) & 0xffff;
+    return id;
+  }
+
+  private send(datagram: Buffer, to: { address: string; port: number }): void {
+    this.socket?.send(datagram, to.port, to.address);
+  }
+}

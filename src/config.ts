@@ -1,0 +1,140 @@
+/**
+ * The plugin's configuration: `server.protocols.coap` of Kuzzle's
+ * configuration, with defaults, validated once at init. Values may come from
+ * environment overrides as strings ("5683", "true", "2mb"): they are accepted
+ * wherever their meaning is unambiguous.
+ */
+
+export type Envelope = 'full' | 'compact';
+
+export interface CoapConfig {
+  host: string;
+  port: number;
+  /** How long a CON request may wait for Kuzzle so that its answer rides on the ACK. */
+  piggybackWindowMs: number;
+  maxTokenLength: number;
+  blockSize: number;
+  /** The plugin's own cap on request bodies; Kuzzle's server.maxRequestSize applies too. */
+  maxRequestSize: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  envelope: Envelope;
+  deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
+  blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
+  retransmission: { ackTimeoutMs: number; ackRandomFactor: number; maxRetransmit: number };
+}
+
+export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze({
+  host: '0.0.0.0',
+  port: 5683,
+  piggybackWindowMs: 1500,
+  maxTokenLength: 32,
+  blockSize: 1024,
+  maxRequestSize: 1024 * 1024,
+  idleTimeoutMs: 300_000,
+  maxConnections: 50_000,
+  envelope: 'full',
+  deduplication: { maxEntries: 100_000, maxBytes: 16 * 1024 * 1024, lifetimeMs: 247_000 },
+  blockwise: { maxEntries: 10_000, maxBytes: 32 * 1024 * 1024, lifetimeMs: 120_000 },
+  retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4 },
+});
+
+export class ConfigError extends Error {}
+
+const SIZE_UNITS: Readonly<Record<string, number>> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+/** "1mb", "512KB", "2048" or 2048 → bytes; NaN when it is none of these. */
+export function parseSize(value: unknown): number {
+  if (typeof value === 'number') return value;
+  if (typeof value !== 'string') return NaN;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$/i.exec(value);
+  if (match === null) return NaN;
+  return Math.floor(Number(match[1]) * SIZE_UNITS[(match[2] ?? 'b').toLowerCase()]);
+}
+
+type Rule = (value: unknown, path: string) => unknown;
+
+function number(min: number, max: number, integer = true): Rule {
+  return (value, path) => {
+    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+    if (typeof n !== 'number' || Number.isNaN(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+      throw new ConfigError(`${path} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(value)}`);
+    }
+    return n;
+  };
+}
+
+function size(min: number): Rule {
+  return (value, path) => {
+    const n = parseSize(value);
+    if (!Number.isInteger(n) || n < min) {
+      throw new ConfigError(`${path} must be a size of at least ${min} bytes (a number or "64kb", "1mb"), got ${JSON.stringify(value)}`);
+    }
+    return n;
+  };
+}
+
+function oneOf(...allowed: string[]): Rule {
+  return (value, path) => {
+    if (typeof value !== 'string' || !allowed.includes(value)) {
+      throw new ConfigError(`${path} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(value)}`);
+    }
+    return value;
+  };
+}
+
+const nonEmptyString: Rule = (value, path) => {
+  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(`${path} must be a non-empty string`);
+  return value.trim();
+};
+
+const blockSizeRule: Rule = (value, path) => {
+  const n = number(16, 1024)(value, path) as number;
+  if ((n & (n - 1)) !== 0) throw new ConfigError(`${path} must be a power of two from 16 to 1024, got ${n}`);
+  return n;
+};
+
+const storeRules = { maxEntries: number(1, 1e8), maxBytes: size(1024), lifetimeMs: number(1000, 86_400_000) };
+
+const RULES: Record<string, Rule | Record<string, Rule>> = {
+  host: nonEmptyString,
+  port: number(0, 65535),
+  piggybackWindowMs: number(0, 1900),
+  maxTokenLength: number(8, 65804),
+  blockSize: blockSizeRule,
+  maxRequestSize: size(16),
+  idleTimeoutMs: number(1000, 86_400_000),
+  maxConnections: number(1, 10_000_000),
+  envelope: oneOf('full', 'compact'),
+  deduplication: storeRules,
+  blockwise: storeRules,
+  retransmission: {
+    ackTimeoutMs: number(100, 60_000),
+    ackRandomFactor: number(1, 4, false),
+    maxRetransmit: number(0, 20),
+  },
+};
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function apply(rules: Record<string, Rule | Record<string, Rule>>, defaults: object, given: unknown, path: string): Record<string, unknown> {
+  if (given === undefined || given === null) given = {};
+  if (!isPlainObject(given)) throw new ConfigError(`${path} must be an object`);
+  const out: Record<string, unknown> = { ...defaults };
+  for (const [key, value] of Object.entries(given)) {
+    const rule = rules[key];
+    const at = `${path}.${key}`;
+    if (rule === undefined) {
+      throw new ConfigError(`${at} is not an option of this plugin (known: ${Object.keys(rules).join(', ')})`);
+    }
+    out[key] = typeof rule === 'function' ? rule(value, at) : apply(rule, (defaults as Record<string, object>)[key], value, at);
+  }
+  return out;
+}
+
+/** Validates the user's section against the defaults; throws ConfigError with the option's path. */
+export function resolveConfig(given: unknown, path = 'server.protocols.coap'): CoapConfig {
+  return apply(RULES, DEFAULT_CONFIG, given, path) as unknown as CoapConfig;
+}

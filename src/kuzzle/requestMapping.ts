@@ -1,0 +1,83 @@
+/**
+ * The URI scheme: `POST /api/<controller>/<action>?<arguments>` with the body
+ * as payload becomes the Kuzzle request payload
+ * `{controller, action, jwt, body, ...arguments}`. The controller is every
+ * path segment between `api` and the last one, so that plugin controllers
+ * (`my-plugin/sensors`) are reachable.
+ */
+import { Code, Method } from '../coap/constants';
+import type { Exchange } from '../coap/exchange';
+import { CONTENT_FORMAT, decodePayload, isBodyFormat } from '../codec/contentFormat';
+import { PayloadError } from '../codec/errors';
+import type { Envelope } from '../config';
+
+export const API_ROOT = 'api';
+
+/** Uri-Query arguments that are the plugin's, never passed to Kuzzle. */
+const ENVELOPE_ARGUMENT = 'envelope';
+/** Arguments that the path alone decides. */
+const PATH_ARGUMENTS = new Set(['controller', 'action']);
+
+export class MappingError extends Error {
+  constructor(readonly code: number, readonly id: string, message: string) {
+    super(message);
+  }
+}
+
+export interface ApiCall {
+  data: Record<string, unknown>;
+  envelope: Envelope;
+}
+
+/** `?envelope=compact|full`, else the configured default. */
+export function envelopeOf(query: readonly string[], fallback: Envelope): Envelope {
+  for (const item of query) {
+    if (item === 'envelope=compact') return 'compact';
+    if (item === 'envelope=full') return 'full';
+  }
+  return fallback;
+}
+
+export function isApiPath(path: readonly string[]): boolean {
+  return path[0] === API_ROOT;
+}
+
+export function mapApiRequest(exchange: Exchange, envelope: Envelope): ApiCall {
+  const { path } = exchange;
+  if (path.length < 3 || path.some((segment) => segment === '')) {
+    throw new MappingError(Code.NOT_FOUND, 'network.coap.url_not_found',
+      `no API action at /${path.join('/')}: use /${API_ROOT}/<controller>/<action>`);
+  }
+  if (exchange.method !== Method.POST) {
+    throw new MappingError(Code.METHOD_NOT_ALLOWED, 'network.coap.method_not_allowed',
+      `/${API_ROOT}/... accepts POST only`);
+  }
+  const data: Record<string, unknown> = {};
+  for (const item of exchange.query) {
+    const eq = item.indexOf('=');
+    const name = eq === -1 ? item : item.slice(0, eq);
+    if (name === '' || name === ENVELOPE_ARGUMENT || PATH_ARGUMENTS.has(name)) continue;
+    // A bare flag (`?refresh`) is true, as in Kuzzle's HTTP query strings.
+    data[name] = eq === -1 ? true : item.slice(eq + 1);
+  }
+  data.controller = path.slice(1, -1).join('/');
+  data.action = path[path.length - 1];
+  const body = decodeBody(exchange);
+  if (body !== undefined) data.body = body;
+  return { data, envelope };
+}
+
+function decodeBody(exchange: Exchange): unknown {
+  const format = exchange.contentFormat ?? CONTENT_FORMAT.CBOR;
+  if (exchange.payload.length === 0) return undefined;
+  if (!isBodyFormat(format)) {
+    throw new MappingError(Code.UNSUPPORTED_CONTENT_FORMAT, 'network.coap.unsupported_content_format',
+      `Content-Format ${format} is not supported: send CBOR (60) or JSON (50)`);
+  }
+  try {
+    return decodePayload(format, exchange.payload);
+  } catch (error) {
+    if (error instanceof PayloadError) throw new MappingError(Code.BAD_REQUEST, 'network.coap.invalid_payload', error.message);
+    throw error;
+  }
+}
