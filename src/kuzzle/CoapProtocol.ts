@@ -43,6 +43,8 @@ class CoapProtocol {
   private log: HostLog | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private readonly channels = new Channels();
+  /** Where the socket listens, once init resolved (the port is the real one when 0 was configured). */
+  listening: { address: string; port: number } | null = null;
 
   /** Resolves once the UDP socket listens; rejects on an invalid configuration or a port in use. */
   async init(entryPoint: EntryPoint, context: ProtocolContext): Promise<void> {
@@ -81,6 +83,7 @@ class CoapProtocol {
         pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR),
     );
     const bound = await this.server.listen();
+    this.listening = bound;
     this.sweeper = setInterval(() => {
       const removed = endpoints.sweep(Date.now());
       if (removed > 0) context.log.debug(`[${this.protocol}] removed ${removed} idle connection(s)`);
@@ -123,6 +126,7 @@ class CoapProtocol {
     this.endpoints?.removeAll();
     await this.server?.close();
     this.server = null;
+    this.listening = null;
   }
 
   /** A snapshot for operators and benchmarks. */

@@ -17,6 +17,28 @@ export const API_ROOT = 'api';
 const ENVELOPE_ARGUMENT = 'envelope';
 /** Arguments that the path alone decides. */
 const PATH_ARGUMENTS = new Set(['controller', 'action']);
+/** Arguments that are always strings, whatever they look like. */
+const STRING_ARGUMENTS = new Set(['index', 'collection', '_id', 'jwt']);
+
+/**
+ * A Uri-Query value as Kuzzle expects it from a non-HTTP protocol: Kuzzle
+ * parses flags, arrays and objects out of query strings for HTTP only, so
+ * `true`/`false` become booleans and `[...]`/`{...}` JSON become arrays and
+ * objects here. Numbers stay strings: Kuzzle reads numeric arguments from strings.
+ */
+function argumentValue(name: string, raw: string): unknown {
+  if (STRING_ARGUMENTS.has(name)) return raw;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  if (raw.startsWith('[') || raw.startsWith('{')) {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw;
+    }
+  }
+  return raw;
+}
 
 export class MappingError extends Error {
   constructor(readonly code: number, readonly id: string, message: string) {
@@ -57,8 +79,8 @@ export function mapApiRequest(exchange: Exchange, envelope: Envelope): ApiCall {
     const eq = item.indexOf('=');
     const name = eq === -1 ? item : item.slice(0, eq);
     if (name === '' || name === ENVELOPE_ARGUMENT || PATH_ARGUMENTS.has(name)) continue;
-    // A bare flag (`?refresh`) is true, as in Kuzzle's HTTP query strings.
-    data[name] = eq === -1 ? true : item.slice(eq + 1);
+    // A bare flag (`?waitForRefresh`) is true, as in Kuzzle's HTTP query strings.
+    data[name] = eq === -1 ? true : argumentValue(name, item.slice(eq + 1));
   }
   data.controller = path.slice(1, -1).join('/');
   data.action = path[path.length - 1];

@@ -1,0 +1,124 @@
+'use strict';
+/**
+ * A test double of Kuzzle's side of the protocol contract (shared/seed/kuzzle-protocols-doc.md):
+ * an entry point with `config`, `execute`, `newConnection`, `removeConnection`, and a context
+ * with `ClientConnection`, `Request` (kuzzle-common-objects), `errors` and `log`.
+ *
+ * `form: 'seed'` gives `execute(request, cb)` and a context with Request, as the seed documents;
+ * `form: 'kuzzle2'` gives `execute(connection, request, cb)` and no context.Request, as Kuzzle 2.56.
+ * The double's "controllers" are a few fake actions; every execution is counted.
+ */
+const { randomUUID } = require('node:crypto');
+const objects = require('kuzzle-common-objects');
+
+const { Request, NotFoundError, BadRequestError, InternalError } = objects;
+const ERRORS = Object.fromEntries(Object.entries(objects).filter(([name]) => name.endsWith('Error')));
+const CoapProtocol = require('../../dist');
+
+class ClientConnection {
+  constructor(protocol, ips, headers = {}) {
+    this.id = randomUUID();
+    this.protocol = protocol;
+    this.ips = ips;
+    this.headers = headers;
+    Object.freeze(this);
+  }
+}
+
+/** A ~5 KB answer, like Kuzzle's server:info. */
+function bigResult() {
+  const services = {};
+  for (let i = 0; i < 60; i++) services[`service-${i}`] = { version: `7.${i}.0`, status: 'green', nodes: i };
+  return { serverInfo: { kuzzle: { version: '2.56.0', services } } };
+}
+
+const ACTIONS = {
+  'server:now': () => ({ now: Date.now() }),
+  'server:info': bigResult,
+  'test:echo': (request) => ({ body: request.input.body, args: request.input.args, jwt: request.input.jwt ?? null }),
+  'test:slow': (request) =>
+    new Promise((resolve) => setTimeout(() => resolve({ waited: Number(request.input.args.ms) }), Number(request.input.args.ms))),
+  'test:partial': () => {
+    // Kuzzle answers 206 when some parts of a multi-document action failed.
+    const error = new InternalError('some documents failed');
+    error.status = 206;
+    throw error;
+  },
+  'document:get': (request) => {
+    throw new NotFoundError(`Document "${request.input.resource._id}" not found`, 'services.storage.not_found');
+  },
+  'test:throw': () => {
+    throw new BadRequestError('bad thing', 'api.assert.invalid_argument');
+  },
+  'my-plugin/sensors:read': () => ({ sensor: 'ok' }),
+};
+
+function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) {
+  const calls = new Map();
+  const connections = new Map();
+  const removed = [];
+  const logs = [];
+
+  const run = (request, callback) => {
+    const name = `${request.input.controller}:${request.input.action}`;
+    calls.set(name, (calls.get(name) ?? 0) + 1);
+    const action = ACTIONS[name];
+    const finish = (result, error) => {
+      if (error) request.setError(error);
+      else request.setResult(result, { status: 200 });
+      const response = request.response.toJSON();
+      if (response.content.error) delete response.content.error.stack;
+      callback(response);
+    };
+    try {
+      if (!action) throw new NotFoundError(`API action "${name}" not found`, 'api.process.action_not_found');
+      Promise.resolve(action(request)).then((r) => finish(r), (e) => finish(null, e));
+    } catch (error) {
+      finish(null, error);
+    }
+  };
+
+  const entryPoint = {
+    config: { maxRequestSize, protocols: { coap: { host: '127.0.0.1', port: 0, ...coap } } },
+    newConnection(connection) {
+      connections.set(connection.id, connection);
+    },
+    removeConnection(id) {
+      connections.delete(id);
+      removed.push(id);
+    },
+    execute:
+      form === 'seed'
+        ? function execute(request, callback) {
+            run(request, callback);
+          }
+        : function execute(connection, request, callback) {
+            if (!connections.has(connection.id)) throw new Error('execute() with an unknown connection');
+            run(request, callback);
+          },
+  };
+  const log = {};
+  for (const level of ['silly', 'debug', 'verbose', 'info', 'warn', 'error']) {
+    log[level] = (message) => logs.push({ level, message: String(message) });
+  }
+  const context = { ClientConnection, log, errors: ERRORS };
+  if (form === 'seed') context.Request = Request;
+
+  const protocol = new CoapProtocol();
+  return {
+    protocol,
+    entryPoint,
+    context,
+    calls,
+    connections,
+    removed,
+    logs,
+    async start() {
+      await protocol.init(entryPoint, context);
+      return protocol.listening.port;
+    },
+    stop: () => protocol.close(),
+  };
+}
+
+module.exports = { startDouble, ClientConnection };

@@ -1,0 +1,71 @@
+'use strict';
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { BoundedStore } = require('../../dist/coap/boundedStore');
+const { Deduplicator } = require('../../dist/coap/deduplication');
+
+test('BoundedStore evicts the oldest entries first when the count bound is reached', () => {
+  const store = new BoundedStore({ maxEntries: 3, maxBytes: 1e6, lifetimeMs: 1000 });
+  for (const key of ['a', 'b', 'c', 'd']) store.set(key, key, 1, 0);
+  assert.equal(store.size, 3);
+  assert.equal(store.get('a', 0), undefined);
+  assert.equal(store.get('d', 0), 'd');
+  assert.equal(store.evicted, 1);
+});
+
+test('BoundedStore keeps its byte bound, counting updates', () => {
+  const store = new BoundedStore({ maxEntries: 100, maxBytes: 100, lifetimeMs: 1000 });
+  store.set('a', 1, 40, 0);
+  store.set('b', 2, 40, 0);
+  assert.equal(store.bytes, 80);
+  store.update('b', 3, 50);
+  assert.equal(store.bytes, 90);
+  store.set('c', 4, 30, 0); // 120 > 100: 'a' goes
+  assert.equal(store.get('a', 0), undefined);
+  assert.equal(store.bytes, 80);
+  assert.ok(store.bytes <= 100);
+});
+
+test('BoundedStore expires entries after their lifetime; update keeps the age, set renews it', () => {
+  const store = new BoundedStore({ maxEntries: 10, maxBytes: 1e6, lifetimeMs: 100 });
+  store.set('a', 1, 1, 0);
+  store.set('b', 2, 1, 50);
+  store.update('a', 9, 1);
+  assert.equal(store.get('a', 99), 9);
+  assert.equal(store.get('a', 100), undefined);
+  store.set('b', 3, 1, 120);
+  store.sweep(160);
+  assert.equal(store.size, 1);
+  assert.equal(store.get('b', 219), 3);
+  store.sweep(220);
+  assert.equal(store.size, 0);
+  assert.equal(store.bytes, 0);
+});
+
+test('Deduplicator: new, then in progress, then the recorded answer', () => {
+  const dedup = new Deduplicator({ maxEntries: 10, maxBytes: 1e6 }, 1000);
+  assert.equal(dedup.check('ep#1', 0).state, 'new');
+  assert.equal(dedup.check('ep#1', 1).state, 'in-progress');
+  dedup.answered('ep#1', Buffer.from('answer'));
+  const seen = dedup.check('ep#1', 2);
+  assert.equal(seen.state, 'answered');
+  assert.equal(seen.answer.toString(), 'answer');
+  assert.equal(dedup.check('ep#2', 2).state, 'new');
+  assert.equal(dedup.check('ep#1', 1000).state, 'new'); // EXCHANGE_LIFETIME over: a new exchange
+});
+
+test('Deduplicator stays within its bounds under a flood of distinct messages', () => {
+  const dedup = new Deduplicator({ maxEntries: 1000, maxBytes: 64 * 1024 }, 247000);
+  const answer = Buffer.alloc(100);
+  for (let i = 0; i < 20000; i++) {
+    const key = `10.0.0.${i % 250}|${5000 + (i % 7)}#${i}`;
+    dedup.check(key, i);
+    dedup.answered(key, answer);
+  }
+  const { entries, bytes, evicted } = dedup.stats;
+  assert.ok(entries <= 1000, `entries ${entries}`);
+  assert.ok(bytes <= 64 * 1024, `bytes ${bytes}`);
+  assert.ok(evicted >= 19000);
+  // the most recent ones are still deduplicated
+  assert.equal(dedup.check(`10.0.0.${19999 % 250}|${5000 + (19999 % 7)}#19999`, 20000).state, 'answered');
+});
