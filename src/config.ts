@@ -19,12 +19,21 @@ export interface CoapConfig {
   idleTimeoutMs: number;
   maxConnections: number;
   envelope: Envelope;
+  /** After auth:login over CoAP, later requests of the same endpoint without `jwt` use its token. */
+  bindToken: boolean;
   deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   retransmission: { ackTimeoutMs: number; ackRandomFactor: number; maxRetransmit: number };
+  observe: {
+    notificationType: 'non' | 'con' | 'as-registered';
+    conEvery: number;
+    conIntervalMs: number;
+    queueLength: number;
+    maxRelations: number;
+  };
 }
 
-export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze({
+export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   host: '0.0.0.0',
   port: 5683,
   piggybackWindowMs: 1500,
@@ -34,9 +43,11 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze({
   idleTimeoutMs: 300_000,
   maxConnections: 50_000,
   envelope: 'full',
+  bindToken: false,
   deduplication: { maxEntries: 100_000, maxBytes: 16 * 1024 * 1024, lifetimeMs: 247_000 },
   blockwise: { maxEntries: 10_000, maxBytes: 32 * 1024 * 1024, lifetimeMs: 120_000 },
   retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4 },
+  observe: { notificationType: 'non', conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000 },
 });
 
 export class ConfigError extends Error {}
@@ -83,6 +94,12 @@ function oneOf(...allowed: string[]): Rule {
   };
 }
 
+const boolean: Rule = (value, path) => {
+  if (value === true || value === 'true') return true;
+  if (value === false || value === 'false') return false;
+  throw new ConfigError(`${path} must be true or false, got ${JSON.stringify(value)}`);
+};
+
 const nonEmptyString: Rule = (value, path) => {
   if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(`${path} must be a non-empty string`);
   return value.trim();
@@ -106,12 +123,20 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
   idleTimeoutMs: number(1000, 86_400_000),
   maxConnections: number(1, 10_000_000),
   envelope: oneOf('full', 'compact'),
+  bindToken: boolean,
   deduplication: storeRules,
   blockwise: storeRules,
   retransmission: {
     ackTimeoutMs: number(100, 60_000),
     ackRandomFactor: number(1, 4, false),
     maxRetransmit: number(0, 20),
+  },
+  observe: {
+    notificationType: oneOf('non', 'con', 'as-registered'),
+    conEvery: number(1, 1_000_000),
+    conIntervalMs: number(1000, 86_400_000),
+    queueLength: number(1, 100_000),
+    maxRelations: number(1, 10_000_000),
   },
 };
 

@@ -6,6 +6,7 @@
  */
 import type { Block } from './blockwise';
 import type { CoapMessage, CoapOption } from './message';
+import type { Observation } from './observe';
 
 export interface Remote {
   readonly address: string;
@@ -25,6 +26,7 @@ export interface CoapResponse {
 
 export interface Responder {
   respond(exchange: Exchange, response: CoapResponse): void;
+  registerObservation(exchange: Exchange): Observation | null;
 }
 
 export class Exchange {
@@ -46,6 +48,8 @@ export class Exchange {
   wantsSize2 = false;
   /** No-Response (RFC 7967) mask of response classes not to send. */
   noResponse = 0;
+  /** The relation this request registered, once the application accepted it. */
+  observation: Observation | null = null;
 
   constructor(
     private readonly responder: Responder,
@@ -77,5 +81,15 @@ export class Exchange {
 
   respond(response: CoapResponse): void {
     this.responder.respond(this, response);
+  }
+
+  /**
+   * Accepts the `Observe: 0` registration of this request: the answer, if
+   * 2.xx, carries the Observe option and later notifications go out on the
+   * returned relation. Null when the server holds as many relations as allowed.
+   */
+  acceptObservation(): Observation | null {
+    this.observation ??= this.responder.registerObservation(this);
+    return this.observation;
   }
 }

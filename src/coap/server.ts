@@ -24,6 +24,7 @@ import {
   readUint,
   withOption,
 } from './message';
+import { Observation, ObserveLayer, ObserveOptions } from './observe';
 import { RetransmissionParameters, Outcome, Retransmitter } from './retransmission';
 
 export interface TransportLogger {
@@ -46,6 +47,7 @@ export interface TransportOptions {
   deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   retransmission: RetransmissionParameters;
+  observe: ObserveOptions;
   tickMs: number;
   links: readonly Link[];
 }
@@ -74,6 +76,7 @@ export class CoapServer implements Responder {
   private readonly uploads: Block1Assembler;
   private readonly bodies: Block2Store;
   private readonly retransmitter: Retransmitter;
+  private readonly observers: ObserveLayer;
   /** CON requests still inside their piggyback window, oldest first, by deduplication key. */
   private readonly awaitingAck = new Map<string, Exchange>();
   private readonly preferredSzx: number;
@@ -90,6 +93,7 @@ export class CoapServer implements Responder {
     this.bodies = new Block2Store(options.blockwise);
     this.retransmitter = new Retransmitter(options.retransmission, (datagram, to) => this.send(datagram, to));
     this.preferredSzx = szxFor(options.blockSize);
+    this.observers = new ObserveLayer(options.observe, this);
   }
 
   /** Resolves once the socket listens; rejects with a readable reason (port in use, bad address). */
@@ -120,6 +124,7 @@ export class CoapServer implements Responder {
   close(): Promise<void> {
     if (this.ticker !== null) clearInterval(this.ticker);
     this.ticker = null;
+    this.observers.endAll('closed');
     this.retransmitter.cancelAll();
     this.awaitingAck.clear();
     this.dedup.clear();
@@ -138,6 +143,7 @@ export class CoapServer implements Responder {
       storedBodies: this.bodies.stats,
       awaitingAck: this.awaitingAck.size,
       retransmitting: this.retransmitter.size,
+      observe: this.observers.stats,
     };
   }
 
@@ -192,7 +198,8 @@ export class CoapServer implements Responder {
   private dispatch(message: CoapMessage, remote: Remote): void {
     const { type, code } = message;
     if (type === Type.ACK || type === Type.RST) {
-      this.retransmitter.settle(`${remote.key}#${message.messageId}`, type === Type.ACK ? 'acked' : 'reset');
+      const settled = this.retransmitter.settle(`${remote.key}#${message.messageId}`, type === Type.ACK ? 'acked' : 'reset');
+      if (!settled && type === Type.RST) this.observers.reset(remote, message.messageId, Date.now());
       return;
     }
     if (code === Code.EMPTY || code >> 5 !== 0 || message.token.length > this.options.maxTokenLength) {
@@ -245,7 +252,7 @@ export class CoapServer implements Responder {
       if (stored !== undefined) {
         exchange.answered = true;
         this.awaitingAck.delete(exchange.key);
-        this.sendBlock(exchange, stored, [], exchange.block2.num);
+        this.transmit(exchange, blockOf(stored, [], exchange.block2.num, this.szxFor(exchange), exchange.wantsSize2) ?? this.pastTheEnd(exchange));
         return;
       }
       if (!SAFE_METHODS.has(exchange.method)) {
@@ -253,6 +260,11 @@ export class CoapServer implements Responder {
           'the response these blocks belong to is no longer held: repeat the request from block 0');
         return;
       }
+    }
+    if (exchange.observe === 1 && SAFE_METHODS.has(exchange.method)) {
+      // Deregistration (RFC 7641 §3.6): the relation of this token ends; the request is then served as usual.
+      const relation = this.observers.find(exchange.remote, exchange.token);
+      if (relation !== undefined) this.observers.end(relation, 'deregistered');
     }
     if (exchange.path.join('/') === WELL_KNOWN_CORE) {
       this.serveLinks(exchange);
@@ -364,47 +376,62 @@ export class CoapServer implements Responder {
     this.deliver(exchange, response);
   }
 
+  /** Registers the relation an `Observe: 0` request asks for; null when the bound on relations is reached. */
+  registerObservation(exchange: Exchange): Observation | null {
+    const szx = exchange.block2 === null ? null : exchange.block2.szx;
+    return this.observers.register(exchange.remote, exchange.token, exchange.resourceKey, exchange.confirmable, szx, exchange.receivedAt);
+  }
+
+  sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: (outcome: Outcome) => void): number {
+    const szx = relation.szx === null ? this.preferredSzx : Math.min(relation.szx, this.preferredSzx);
+    const extra = sequence === null ? response.options ?? [] : withOption(response.options ?? [], Option.OBSERVE, encodeUint(sequence));
+    const framed = this.frame(response, extra, relation.resourceKey, szx, 0, false, Date.now()) as Framed;
+    const build = (id: number): Buffer => encodeMessage(confirmable ? Type.CON : Type.NON, framed.code, id, relation.token, framed.options, framed.payload);
+    if (confirmable) return this.sendConfirmable(relation.remote, build, onDone);
+    return this.sendNonConfirmable(relation.remote, build);
+  }
+
   private deliver(exchange: Exchange, response: CoapResponse): void {
-    const payload = response.payload ?? EMPTY;
-    let options = response.options ?? [];
+    let extra = response.options ?? [];
     if (exchange.block1 !== null) {
-      options = withOption(options, Option.BLOCK1, encodeBlock(exchange.block1.num, response.code === Code.CONTINUE, exchange.block1.szx));
+      extra = withOption(extra, Option.BLOCK1, encodeBlock(exchange.block1.num, response.code === Code.CONTINUE, exchange.block1.szx));
     }
-    if (payload.length > blockSize(this.szxFor(exchange)) || (exchange.block2 !== null && exchange.block2.num > 0)) {
-      const stored = this.bodies.store(exchange.resourceKey, response.code, response.contentFormat, payload, exchange.receivedAt);
-      this.sendBlock(exchange, stored, options, exchange.block2?.num ?? 0);
-      return;
+    const relation = exchange.observation;
+    if (relation !== null) {
+      // A relation is established by a 2.xx answer only (RFC 7641 §3.2).
+      if (response.code >> 5 === 2 && !relation.ended) extra = withOption(extra, Option.OBSERVE, encodeUint(relation.nextSequence()));
+      else this.observers.end(relation, 'ended');
     }
-    if (response.contentFormat !== undefined) {
-      options = withOption(options, Option.CONTENT_FORMAT, encodeUint(response.contentFormat));
-    }
-    this.transmit(exchange, response.code, options, payload);
+    const framed = this.frame(response, extra, exchange.resourceKey, this.szxFor(exchange), exchange.block2?.num ?? 0, exchange.wantsSize2, exchange.receivedAt);
+    this.transmit(exchange, framed ?? this.pastTheEnd(exchange));
+  }
+
+  private pastTheEnd(exchange: Exchange): Framed {
+    const response = this.formatError(exchange, Code.BAD_OPTION, 'bad_block', `block ${exchange.block2?.num} is past the end of the body`);
+    return this.frame(response, response.options ?? [], exchange.resourceKey, this.szxFor(exchange), 0, false, exchange.receivedAt) as Framed;
   }
 
   private szxFor(exchange: Exchange): number {
     return exchange.block2 === null ? this.preferredSzx : Math.min(exchange.block2.szx, this.preferredSzx);
   }
 
-  /** Sends block `num` of a stored body, with its ETag (and Size2 when asked). */
-  private sendBlock(exchange: Exchange, body: StoredBody, extra: readonly CoapOption[], num: number): void {
-    const szx = this.szxFor(exchange);
-    const size = blockSize(szx);
-    const start = num * size;
-    if (start >= body.payload.length && num > 0) {
-      const message = `block ${num} of ${size} bytes is past the end of the ${body.payload.length}-byte body`;
-      this.deliver(exchange, this.formatError(exchange, Code.BAD_OPTION, 'bad_block', message));
-      return;
+  /**
+   * The wire form of an answer: with its Content-Format and, when it does not
+   * fit one block (or a later block is asked for), block `num` of the body,
+   * stored under `resourceKey` for the blocks that follow. Null when `num` is
+   * past the end.
+   */
+  private frame(response: CoapResponse, extra: readonly CoapOption[], resourceKey: string, szx: number, num: number, wantsSize2: boolean, now: number): Framed | null {
+    const payload = response.payload ?? EMPTY;
+    if (payload.length <= blockSize(szx) && num === 0) {
+      const options = response.contentFormat === undefined ? extra : withOption(extra, Option.CONTENT_FORMAT, encodeUint(response.contentFormat));
+      return { code: response.code, options, payload };
     }
-    const end = Math.min(start + size, body.payload.length);
-    let options = withOption(extra, Option.ETAG, body.etag);
-    if (body.contentFormat !== undefined) options = withOption(options, Option.CONTENT_FORMAT, encodeUint(body.contentFormat));
-    options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
-    if (exchange.wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
-    this.transmit(exchange, body.code, options, body.payload.subarray(start, end));
+    return blockOf(this.bodies.store(resourceKey, response.code, response.contentFormat, payload, now), extra, num, szx, wantsSize2);
   }
 
   /** Puts an answer on the wire: piggybacked, separate CON, or NON; honours No-Response. */
-  private transmit(exchange: Exchange, code: number, options: readonly CoapOption[], payload: Buffer): void {
+  private transmit(exchange: Exchange, { code, options, payload }: Framed): void {
     const { message, remote, token } = exchange;
     const suppressed = (exchange.noResponse & (NO_RESPONSE_BITS[code >> 5] ?? 0)) !== 0;
     if (message.type === Type.CON && !exchange.acknowledged) {
@@ -447,6 +474,7 @@ export class CoapServer implements Responder {
       this.dedup.sweep(now);
       this.uploads.sweep(now);
       this.bodies.sweep(now);
+      this.observers.sweep(now);
     }
   }
 
@@ -459,4 +487,23 @@ export class CoapServer implements Responder {
   private send(datagram: Buffer, to: { address: string; port: number }): void {
     this.socket?.send(datagram, to.port, to.address);
   }
+}
+
+interface Framed {
+  code: number;
+  options: readonly CoapOption[];
+  payload: Buffer;
+}
+
+/** Block `num` of a stored body with its ETag, Content-Format, Block2 (and Size2 when asked); null past the end. */
+function blockOf(body: StoredBody, extra: readonly CoapOption[], num: number, szx: number, wantsSize2: boolean): Framed | null {
+  const size = blockSize(szx);
+  const start = num * size;
+  if (num > 0 && start >= body.payload.length) return null;
+  const end = Math.min(start + size, body.payload.length);
+  let options = withOption(extra, Option.ETAG, body.etag);
+  if (body.contentFormat !== undefined) options = withOption(options, Option.CONTENT_FORMAT, encodeUint(body.contentFormat));
+  options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
+  if (wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
+  return { code: body.code, options, payload: body.payload.subarray(start, end) };
 }

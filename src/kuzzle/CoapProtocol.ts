@@ -7,31 +7,41 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Code, Option } from '../coap/constants';
+import { Code, Method, Option } from '../coap/constants';
 import type { CoapResponse, Exchange } from '../coap/exchange';
 import type { Link } from '../coap/linkFormat';
 import { encodeUint } from '../coap/message';
 import { CoapServer, TransportLogger } from '../coap/server';
 import { CONTENT_FORMAT } from '../codec/contentFormat';
 import { CoapConfig, ConfigError, Envelope, parseSize, resolveConfig } from '../config';
-import { Channels } from './channels';
-import { Endpoints } from './endpoints';
+import { Endpoint, Endpoints } from './endpoints';
 import { Execute, bindExecute } from './execution';
 import type { EntryPoint, HostLog, KuzzleResponse, ProtocolContext } from './host';
-import { API_ROOT, MappingError, envelopeOf, isApiPath, mapApiRequest } from './requestMapping';
-import { coapCodeOf, fromKuzzle, pluginError, responseFormat } from './responses';
+import { Realtime } from './realtime';
+import { API_ROOT, MappingError, envelopeOf, isApiPath, isObserveRequest, mapApiRequest } from './requestMapping';
+import { coapCodeOf, fromKuzzle, pluginError, pluginResult, responseFormat } from './responses';
 
 const MANIFEST = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'manifest.json'), 'utf8')) as { name: string };
 
 /** What a device is told to wait before retrying when the plugin is full. */
 const RETRY_AFTER_SECONDS = 30;
 
+/** Where the two-step form observes a channel joined by POST /api/realtime/subscribe. */
+const CHANNELS_ROOT = 'channels';
+
+const BODY_FORMATS = [CONTENT_FORMAT.CBOR, CONTENT_FORMAT.JSON];
 const LINKS: readonly Link[] = [
+  { href: `/${API_ROOT}`, attributes: { rt: 'kuzzle.api', ct: BODY_FORMATS, title: 'POST /api/<controller>/<action>' } },
   {
-    href: `/${API_ROOT}`,
-    attributes: { rt: 'kuzzle.api', ct: [CONTENT_FORMAT.CBOR, CONTENT_FORMAT.JSON], title: 'POST /api/<controller>/<action>' },
+    href: `/${API_ROOT}/realtime/subscribe`,
+    attributes: { rt: 'kuzzle.subscription', obs: true, ct: BODY_FORMATS, title: 'GET or FETCH with Observe: 0' },
   },
+  { href: `/${CHANNELS_ROOT}`, attributes: { rt: 'kuzzle.channel', obs: true, ct: BODY_FORMATS, title: 'GET /channels/<channel> with Observe: 0' } },
 ];
+
+function channelOf(path: readonly string[]): string | null {
+  return path.length === 2 && path[0] === CHANNELS_ROOT && path[1] !== '' ? path[1] : null;
+}
 
 class CoapProtocol {
   /** Kuzzle routes channels and connections to a protocol by this name: the manifest's. */
@@ -42,7 +52,7 @@ class CoapProtocol {
   private execute: Execute | null = null;
   private log: HostLog | null = null;
   private sweeper: NodeJS.Timeout | null = null;
-  private readonly channels = new Channels();
+  private realtime: Realtime | null = null;
   /** Where the socket listens, once init resolved (the port is the real one when 0 was configured). */
   listening: { address: string; port: number } | null = null;
 
@@ -61,8 +71,11 @@ class CoapProtocol {
     const maxBody = Math.min(config.maxRequestSize, Number.isFinite(kuzzleLimit) ? kuzzleLimit : Infinity);
 
     this.execute = bindExecute(entryPoint, context, this.protocol);
-    const endpoints = new Endpoints(this.protocol, entryPoint, context, config);
+    const endpoints = new Endpoints(this.protocol, entryPoint, context, config,
+      (endpoint) => this.realtime?.endConnection(endpoint.connection.id));
     this.endpoints = endpoints;
+    const realtime = new Realtime(this.protocol, this.execute, endpoints, context.log);
+    this.realtime = realtime;
     this.server = new CoapServer(
       {
         host: config.host,
@@ -74,6 +87,7 @@ class CoapProtocol {
         deduplication: config.deduplication,
         blockwise: config.blockwise,
         retransmission: config.retransmission,
+        observe: config.observe,
         tickMs: 50,
         links: LINKS,
       },
@@ -85,7 +99,7 @@ class CoapProtocol {
     const bound = await this.server.listen();
     this.listening = bound;
     this.sweeper = setInterval(() => {
-      const removed = endpoints.sweep(Date.now());
+      const removed = endpoints.sweep(Date.now(), (endpoint) => realtime.hasRelations(endpoint.connection.id));
       if (removed > 0) context.log.debug(`[${this.protocol}] removed ${removed} idle connection(s)`);
     }, Math.min(config.idleTimeoutMs / 2, 5000));
     this.sweeper.unref();
@@ -93,30 +107,29 @@ class CoapProtocol {
   }
 
   joinChannel(channel: string, connectionId: string): void {
-    this.channels.join(channel, connectionId);
+    this.realtime?.joinChannel(channel, connectionId);
   }
 
   leaveChannel(channel: string, connectionId: string): void {
-    this.channels.leave(channel, connectionId);
+    this.realtime?.leaveChannel(channel, connectionId);
   }
 
-  /**
-   * Notifications reach a device through a CoAP Observe relation on a channel;
-   * until a device holds one there is nothing on the wire to send them on.
-   */
-  broadcast(data: { channels: string[]; payload: unknown }): void {
-    this.log?.silly?.(`[${this.protocol}] broadcast on ${data.channels.length} channel(s): no observe relation`);
+  broadcast(data: { channels: string[]; payload: Record<string, unknown> }): void {
+    this.realtime?.broadcast(data.channels, data.payload);
   }
 
-  notify(data: { channels: string[]; connectionId: string; payload: unknown }): void {
-    this.log?.silly?.(`[${this.protocol}] notify ${data.connectionId}: no observe relation`);
+  notify(data: { channels: string[]; connectionId: string; payload: Record<string, unknown> }): void {
+    if (data.payload?.type === 'TokenExpired') {
+      const endpoint = this.endpoints?.byConnection(data.connectionId);
+      if (endpoint !== undefined) endpoint.session = null;
+    }
+    this.realtime?.notify(data.channels, data.connectionId, data.payload);
   }
 
-  /** Forgets a device's endpoint: its Kuzzle connection is removed, its channels left. */
+  /** Forgets a device's endpoint: its relations end, its Kuzzle connection is removed. */
   disconnect(connectionId: string): void {
     const endpoint = this.endpoints?.byConnection(connectionId);
     if (endpoint !== undefined) this.endpoints?.remove(endpoint);
-    this.channels.forget(connectionId);
   }
 
   /** Stops listening and removes every connection (tests, hosts that unload protocols). */
@@ -133,7 +146,7 @@ class CoapProtocol {
   stats(): Record<string, unknown> {
     return {
       connections: this.endpoints?.size ?? 0,
-      channels: this.channels.channelCount,
+      realtime: this.realtime?.stats ?? null,
       transport: this.server?.stats ?? null,
     };
   }
@@ -153,17 +166,25 @@ class CoapProtocol {
         `cannot answer in Content-Format ${exchange.accept}: accept CBOR (60) or JSON (50)`);
       return;
     }
-    if (!isApiPath(exchange.path)) {
+    const channel = channelOf(exchange.path);
+    if (channel === null && !isApiPath(exchange.path)) {
       fail(Code.NOT_FOUND, 'network.coap.url_not_found', `no resource at /${exchange.path.join('/')}`);
       return;
     }
-    let data: Record<string, unknown>;
-    try {
-      data = mapApiRequest(exchange, envelope).data;
-    } catch (error) {
-      if (!(error instanceof MappingError)) throw error;
-      fail(error.code, error.id, error.message);
-      return;
+    let data: Record<string, unknown> = {};
+    if (channel !== null) {
+      if (exchange.method !== Method.GET || exchange.observe !== 0) {
+        fail(Code.METHOD_NOT_ALLOWED, 'network.coap.method_not_allowed', `/${CHANNELS_ROOT}/<channel> answers GET with Observe: 0`);
+        return;
+      }
+    } else {
+      try {
+        data = mapApiRequest(exchange, envelope).data;
+      } catch (error) {
+        if (!(error instanceof MappingError)) throw error;
+        fail(error.code, error.id, error.message);
+        return;
+      }
     }
     const endpoint = (this.endpoints as Endpoints).touch(exchange.remote, exchange.receivedAt);
     if (endpoint === undefined) {
@@ -172,8 +193,31 @@ class CoapProtocol {
         [{ number: Option.MAX_AGE, value: encodeUint(RETRY_AFTER_SECONDS) }]);
       return;
     }
+    const realtime = this.realtime as Realtime;
+    if (data.jwt === undefined && endpoint.session !== null) {
+      if (endpoint.session.expiresAt <= exchange.receivedAt) {
+        endpoint.session = null;
+        realtime.expireSession(endpoint.connection.id, 'the token bound to this device expired: log in again');
+        fail(Code.UNAUTHORIZED, 'security.token.expired', 'the token bound to this device expired: log in again');
+        return;
+      }
+      data.jwt = endpoint.session.jwt;
+    }
+    if (channel !== null) {
+      realtime.attach(exchange, endpoint, channel, format, envelope);
+      return;
+    }
+    if (isObserveRequest(exchange)) {
+      if (exchange.observe === 0) realtime.subscribe(exchange, endpoint, data, format, envelope);
+      // Any other Observe value deregisters: the transport has already ended the relation of this token.
+      else exchange.respond(pluginResult({ observing: false }, envelope, format));
+      return;
+    }
+    const action = `${data.controller}:${data.action}`;
     try {
       (this.execute as Execute)(data, endpoint.connection, (response: KuzzleResponse) => {
+        if (action === 'realtime:subscribe') realtime.subscribed(response);
+        else if (this.config?.bindToken) this.bindSession(endpoint, action, response);
         let answer: CoapResponse;
         try {
           answer = fromKuzzle(response, envelope, format);
@@ -188,6 +232,21 @@ class CoapProtocol {
       // Kuzzle's Request constructor validates its input and throws Kuzzle errors (status, id).
       const { status, id, message } = error as { status?: number; id?: string; message?: string };
       fail(coapCodeOf(status ?? 400), id ?? 'network.coap.invalid_request', message ?? String(error));
+    }
+  }
+
+  /** With `bindToken`, auth:login binds its token to the endpoint and auth:logout unbinds it. */
+  private bindSession(endpoint: Endpoint, action: string, response: KuzzleResponse): void {
+    if (response.status !== 200) return;
+    if (action === 'auth:logout') {
+      endpoint.session = null;
+      return;
+    }
+    if (action !== 'auth:login') return;
+    const result = (response.content as { result?: { jwt?: unknown; expiresAt?: unknown } } | null)?.result;
+    if (typeof result?.jwt === 'string') {
+      const expiresAt = typeof result.expiresAt === 'number' && result.expiresAt > 0 ? result.expiresAt : Infinity;
+      endpoint.session = { jwt: result.jwt, expiresAt };
     }
   }
 

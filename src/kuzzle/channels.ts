@@ -4,18 +4,20 @@
  * channel at once (Kuzzle 2.56 does not call leaveChannel when a connection is
  * removed).
  */
+import { addTo, removeFrom } from './setMaps';
+
 export class Channels {
   private readonly members = new Map<string, Set<string>>();
   private readonly joined = new Map<string, Set<string>>();
 
   join(channel: string, connectionId: string): void {
-    add(this.members, channel, connectionId);
-    add(this.joined, connectionId, channel);
+    addTo(this.members, channel, connectionId);
+    addTo(this.joined, connectionId, channel);
   }
 
   leave(channel: string, connectionId: string): void {
-    remove(this.members, channel, connectionId);
-    remove(this.joined, connectionId, channel);
+    removeFrom(this.members, channel, connectionId);
+    removeFrom(this.joined, connectionId, channel);
   }
 
   /** Leaves every channel of a connection; returns the channels it had joined. */
@@ -39,16 +41,3 @@ export class Channels {
 }
 
 const EMPTY: ReadonlySet<string> = new Set();
-
-function add(map: Map<string, Set<string>>, key: string, value: string): void {
-  let set = map.get(key);
-  if (set === undefined) map.set(key, (set = new Set()));
-  set.add(value);
-}
-
-function remove(map: Map<string, Set<string>>, key: string, value: string): void {
-  const set = map.get(key);
-  if (set === undefined) return;
-  set.delete(value);
-  if (set.size === 0) map.delete(key);
-}

@@ -2,7 +2,8 @@
  * Per-device state, in one place: one Kuzzle ClientConnection per remote
  * endpoint (address and port), created on its first request and removed from
  * Kuzzle after `idleTimeoutMs` without traffic, on `disconnect`, or when the
- * plugin stops. The number of endpoints is bounded.
+ * plugin stops (a device with live observe relations is never idle). The
+ * number of endpoints is bounded.
  */
 import type { Remote } from '../coap/exchange';
 import type { ClientConnection, EntryPoint, ProtocolContext } from './host';
@@ -11,6 +12,8 @@ export interface Endpoint {
   readonly remote: Remote;
   readonly connection: ClientConnection;
   lastSeen: number;
+  /** A token bound to this endpoint by auth:login, when sessions are enabled. */
+  session: { jwt: string; expiresAt: number } | null;
 }
 
 /** The address Kuzzle should see: an IPv4 client of a dual-stack socket, without its "::ffff:" mapping. */
@@ -27,6 +30,8 @@ export class Endpoints {
     private readonly entryPoint: EntryPoint,
     private readonly context: ProtocolContext,
     private readonly limits: { idleTimeoutMs: number; maxConnections: number },
+    /** Told before an endpoint's connection is removed from Kuzzle. */
+    private readonly onRemove: (endpoint: Endpoint) => void,
   ) {}
 
   get size(): number {
@@ -39,7 +44,7 @@ export class Endpoints {
     if (endpoint === undefined) {
       if (this.byKey.size >= this.limits.maxConnections) return undefined;
       const connection = new this.context.ClientConnection(this.protocol, [clientIp(remote.address)]);
-      endpoint = { remote, connection, lastSeen: now };
+      endpoint = { remote, connection, lastSeen: now, session: null };
       this.byKey.set(remote.key, endpoint);
       this.byConnectionId.set(connection.id, endpoint);
       this.entryPoint.newConnection(connection);
@@ -57,15 +62,16 @@ export class Endpoints {
     if (this.byKey.get(endpoint.remote.key) !== endpoint) return;
     this.byKey.delete(endpoint.remote.key);
     this.byConnectionId.delete(endpoint.connection.id);
+    this.onRemove(endpoint);
     this.entryPoint.removeConnection(endpoint.connection.id);
   }
 
-  /** Removes endpoints idle for longer than the configured time. */
-  sweep(now: number): number {
+  /** Removes endpoints idle for longer than the configured time, except those `busy` keeps (live relations). */
+  sweep(now: number, busy: (endpoint: Endpoint) => boolean): number {
     const cutoff = now - this.limits.idleTimeoutMs;
     let removed = 0;
     for (const endpoint of this.byKey.values()) {
-      if (endpoint.lastSeen <= cutoff) {
+      if (endpoint.lastSeen <= cutoff && !busy(endpoint)) {
         this.remove(endpoint);
         removed++;
       }

@@ -64,15 +64,25 @@ export function isApiPath(path: readonly string[]): boolean {
   return path[0] === API_ROOT;
 }
 
+/** `/api/realtime/subscribe`: the one API path a GET or FETCH with Observe may name. */
+export function isSubscribePath(path: readonly string[]): boolean {
+  return path.length === 3 && path[0] === API_ROOT && path[1] === 'realtime' && path[2] === 'subscribe';
+}
+
+/** A registration or deregistration (RFC 7641) of a subscription: GET or FETCH with Observe. */
+export function isObserveRequest(exchange: Exchange): boolean {
+  return exchange.observe !== undefined && (exchange.method === Method.GET || exchange.method === Method.FETCH);
+}
+
 export function mapApiRequest(exchange: Exchange, envelope: Envelope): ApiCall {
   const { path } = exchange;
   if (path.length < 3 || path.some((segment) => segment === '')) {
     throw new MappingError(Code.NOT_FOUND, 'network.coap.url_not_found',
       `no API action at /${path.join('/')}: use /${API_ROOT}/<controller>/<action>`);
   }
-  if (exchange.method !== Method.POST) {
+  if (exchange.method !== Method.POST && !(isObserveRequest(exchange) && isSubscribePath(path))) {
     throw new MappingError(Code.METHOD_NOT_ALLOWED, 'network.coap.method_not_allowed',
-      `/${API_ROOT}/... accepts POST only`);
+      `/${API_ROOT}/... accepts POST, and GET or FETCH with Observe on /${API_ROOT}/realtime/subscribe`);
   }
   const data: Record<string, unknown> = {};
   for (const item of exchange.query) {

@@ -72,6 +72,12 @@ export function fromKuzzle(response: KuzzleResponse, envelope: Envelope, format:
   };
 }
 
+/** A result of the plugin's own, in the envelope a Kuzzle result would have. */
+export function pluginResult(result: unknown, envelope: Envelope, format: number): CoapResponse {
+  const value = envelope === 'compact' ? result : { status: 200, error: null, result };
+  return { code: Code.CONTENT, contentFormat: format, payload: encodePayload(format, value) };
+}
+
 /** An error of the plugin's own, shaped as Kuzzle's so that devices parse one form. */
 export function pluginError(coapCode: number, id: string, message: string, envelope: Envelope, format: number): CoapResponse {
   const error = { status: statusOf(coapCode), id, message };

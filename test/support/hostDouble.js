@@ -59,10 +59,48 @@ function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) 
   const removed = [];
   const logs = [];
 
+  // Realtime as Kuzzle does it: subscribe joins the connection to the room's channel before
+  // answering; unsubscribe makes it leave; a publication is broadcast on the room's channel.
+  const rooms = new Map();
+  const realtimeActions = {
+    'realtime:subscribe': (request) => {
+      const { index, collection } = request.input.resource;
+      const roomId = `room${JSON.stringify([index, collection, request.input.body ?? {}]).length}${index}${collection}`;
+      const channel = `${roomId}-${request.input.args.scope ?? 'all'}`;
+      if (!rooms.has(roomId)) rooms.set(roomId, { index, collection, filters: request.input.body ?? {}, channel, connections: new Set() });
+      rooms.get(roomId).connections.add(request.context.connectionId);
+      protocol.joinChannel(channel, request.context.connectionId);
+      return { roomId, channel };
+    },
+    'realtime:unsubscribe': (request) => {
+      const room = rooms.get(request.input.body.roomId);
+      if (!room || !room.connections.delete(request.context.connectionId)) {
+        throw new NotFoundError('not subscribed', 'core.realtime.not_subscribed');
+      }
+      protocol.leaveChannel(room.channel, request.context.connectionId);
+      return { roomId: request.input.body.roomId };
+    },
+    'realtime:count': (request) => ({ count: rooms.get(request.input.body.roomId)?.connections.size ?? 0 }),
+  };
+  /** Broadcasts a document notification to the rooms of index/collection whose filter `match` accepts. */
+  const publish = (index, collection, source, match = () => true) => {
+    const channels = [...rooms.values()]
+      .filter((room) => room.index === index && room.collection === collection && room.connections.size > 0 && match(room.filters, source))
+      .map((room) => room.channel);
+    const payload = {
+      type: 'document', status: 200, action: 'create', scope: 'in', event: 'write', index, collection,
+      controller: 'document', protocol: 'http', requestId: randomUUID(), timestamp: Date.now(), volatile: null,
+      node: 'double', result: { _id: randomUUID(), _source: source, _version: 1 },
+    };
+    if (channels.length > 0) protocol.broadcast({ channels, payload });
+    return channels;
+  };
+  const subscribers = (roomId) => rooms.get(roomId)?.connections.size ?? 0;
+
   const run = (request, callback) => {
     const name = `${request.input.controller}:${request.input.action}`;
     calls.set(name, (calls.get(name) ?? 0) + 1);
-    const action = ACTIONS[name];
+    const action = ACTIONS[name] ?? realtimeActions[name];
     const finish = (result, error) => {
       if (error) request.setError(error);
       else request.setResult(result, { status: 200 });
@@ -112,6 +150,9 @@ function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) 
     calls,
     connections,
     removed,
+    rooms,
+    publish,
+    subscribers,
     logs,
     async start() {
       await protocol.init(entryPoint, context);
