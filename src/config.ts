@@ -8,6 +8,10 @@
 export type Envelope = 'full' | 'compact';
 
 export interface CoapConfig {
+  /** Read by Kuzzle too: false keeps the protocol loaded but not listening. */
+  enabled: boolean;
+  /** Read by Kuzzle only: with `enabled`, Kuzzle links tokens to this protocol's connections (TokenExpired). */
+  realtimeNotifications: boolean;
   host: string;
   port: number;
   /** How long a CON request may wait for Kuzzle so that its answer rides on the ACK. */
@@ -34,6 +38,8 @@ export interface CoapConfig {
 }
 
 export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
+  enabled: true,
+  realtimeNotifications: true,
   host: '0.0.0.0',
   port: 5683,
   piggybackWindowMs: 1500,
@@ -114,6 +120,8 @@ const blockSizeRule: Rule = (value, path) => {
 const storeRules = { maxEntries: number(1, 1e8), maxBytes: size(1024), lifetimeMs: number(1000, 86_400_000) };
 
 const RULES: Record<string, Rule | Record<string, Rule>> = {
+  enabled: boolean,
+  realtimeNotifications: boolean,
   host: nonEmptyString,
   port: number(0, 65535),
   piggybackWindowMs: number(0, 1900),

@@ -67,6 +67,10 @@ class CoapProtocol {
       throw error;
     }
     this.config = config;
+    if (!config.enabled) {
+      context.log.info(`[${this.protocol}] disabled by server.protocols.${this.protocol}.enabled`);
+      return;
+    }
     const kuzzleLimit = parseSize(entryPoint.config?.maxRequestSize ?? Infinity);
     const maxBody = Math.min(config.maxRequestSize, Number.isFinite(kuzzleLimit) ? kuzzleLimit : Infinity);
 

@@ -1,0 +1,92 @@
+'use strict';
+
+// `npm run dev`: Kuzzle 2.56 with this CoAP plugin (built in dist/), for
+// trying it by hand. CoAP on UDP 5683 on all interfaces (IPv4 + IPv6), Kuzzle
+// HTTP/WebSocket on 7512, in-memory storage (unless ELASTICSEARCH_URL), a
+// private Redis (unless REDIS_URL). These are defaults: .kuzzlerc and
+// kuzzle_* variables (e.g. kuzzle_server__protocols__coap__port=5684) win.
+// Kuzzle logs are shown unless KUZZLE_HOST_VERBOSE=0. Ctrl-C stops everything.
+
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const { startKuzzleHost } = require('.');
+
+async function start(options) {
+  try {
+    return await startKuzzleHost(options);
+  } catch (error) {
+    const rootOnDebian = process.getuid?.() === 0 && fs.existsSync('/etc/debian_version');
+    if (error.code !== 'REDIS_SERVER_MISSING' || !rootOnDebian) throw error;
+    console.log('redis-server is missing: installing it with apt-get (running as root on Debian)...');
+    const install = () => spawnSync('apt-get', ['install', '-y', 'redis-server'], { stdio: 'inherit' }).status === 0;
+    if (!install() && !(spawnSync('apt-get', ['update'], { stdio: 'inherit' }).status === 0 && install())) {
+      throw new Error('apt-get install redis-server failed');
+    }
+    return startKuzzleHost(options);
+  }
+}
+
+function coapAuthority(host, port) {
+  const name = ['::', '0.0.0.0'].includes(host) ? 'localhost' : host.includes(':') ? `[${host}]` : host;
+  return port === 5683 ? name : `${name}:${port}`;
+}
+
+async function main() {
+  const host = await start({
+    defaults: { port: 7512, coap: { host: '::', port: 5683 } },
+    verbose: process.env.KUZZLE_HOST_VERBOSE !== '0',
+  });
+
+  let stopping = false;
+  const shutdown = async (code) => {
+    if (stopping) process.exit(code); // second Ctrl-C: cleanup.js kills at exit
+    stopping = true;
+    console.log('\nStopping Kuzzle and Redis...');
+    await host.stop();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => shutdown(0));
+  process.on('SIGTERM', () => shutdown(0));
+  host.exited.then(({ code, signal }) => {
+    if (!stopping) {
+      console.error(`Kuzzle exited (${signal || `code ${code}`})`);
+      shutdown(1);
+    }
+  });
+  setInterval(() => {}, 1 << 30); // the host's processes are unref'ed: stay up
+
+  // A target for the document:create example.
+  await host.kuzzle.query({ controller: 'index', action: 'create', index: 'demo' }).catch(() => {});
+  await host.kuzzle.query({ controller: 'collection', action: 'create', index: 'demo', collection: 'sensors' });
+
+  const coap = coapAuthority(host.coapHost, host.coapPort);
+  const anyHost = ['::', '0.0.0.0'].includes(host.coapHost);
+  const lines = [
+    '',
+    `Kuzzle 2.56 development host ready in ${(host.bootMs / 1000).toFixed(1)} s`,
+    `  HTTP       http://localhost:${host.httpPort}/  (all interfaces)`,
+    `  WebSocket  ws://localhost:${host.httpPort}/`,
+    host.protocols.includes('coap')
+      ? `  CoAP       udp ${host.coapHost.includes(':') ? `[${host.coapHost}]` : host.coapHost}:${host.coapPort}${host.coapHost === '::' ? '  (IPv4 + IPv6)' : anyHost ? '  (IPv4)' : ''}`
+      : '  CoAP       NOT LOADED (see the Kuzzle logs)',
+    `  Redis      ${host.redis.url}${host.redis.external ? '  (REDIS_URL)' : '  (private, discarded at exit)'}`,
+    `  Storage    ${host.storage === 'memory' ? 'in-memory Elasticsearch 7 emulation (nothing is kept)' : host.storage}`,
+    'Try:',
+    `  coap-client-notls -m post coap://${coap}/api/server/now`,
+    `  coap-client-notls -m post -A 50 coap://${coap}/api/server/now`,
+    `  coap-client-notls -m post -t 50 -e '{"temperature":21.5}' 'coap://${coap}/api/document/create?index=demo&collection=sensors'`,
+    'Ctrl-C stops everything.',
+  ];
+  console.log(lines.join('\n'));
+}
+
+// Node 20's `node --test test/` runs every .js file under test/ as a test file:
+// do not start a server on 7512/5683 then.
+if (process.env.NODE_TEST_CONTEXT) {
+  console.log('# test/kuzzle-host/dev.js is the `npm run dev` command, not a test: skipped');
+} else {
+  main().catch((error) => {
+    console.error(error.message);
+    process.exit(1);
+  });
+}
