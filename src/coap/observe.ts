@@ -194,8 +194,12 @@ export class ObserveLayer {
     }
     endpoint.queue.push(item);
     if (endpoint.queue.length > this.options.queueLength) {
-      endpoint.queue.shift();
-      this.counters.dropped++;
+      // The oldest notification goes; a final one never does: it tells the device its relation ended.
+      const oldest = endpoint.queue.findIndex((pending) => !pending.final);
+      if (oldest !== -1) {
+        endpoint.queue.splice(oldest, 1);
+        this.counters.dropped++;
+      }
     }
   }
 

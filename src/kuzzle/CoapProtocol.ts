@@ -239,14 +239,14 @@ class CoapProtocol {
     }
   }
 
-  /** With `bindToken`, auth:login binds its token to the endpoint and auth:logout unbinds it. */
+  /** With `bindToken`, auth:login and auth:refreshToken bind their token to the endpoint, auth:logout unbinds it. */
   private bindSession(endpoint: Endpoint, action: string, response: KuzzleResponse): void {
     if (response.status !== 200) return;
     if (action === 'auth:logout') {
       endpoint.session = null;
       return;
     }
-    if (action !== 'auth:login') return;
+    if (action !== 'auth:login' && action !== 'auth:refreshToken') return;
     const result = (response.content as { result?: { jwt?: unknown; expiresAt?: unknown } } | null)?.result;
     if (typeof result?.jwt === 'string') {
       const expiresAt = typeof result.expiresAt === 'number' && result.expiresAt > 0 ? result.expiresAt : Infinity;

@@ -17,7 +17,7 @@ import type { Envelope } from '../config';
 import { Channels } from './channels';
 import type { Endpoint, Endpoints } from './endpoints';
 import type { Execute } from './execution';
-import type { HostLog, KuzzleResponse } from './host';
+import type { HostLog, KuzzleErrorJson, KuzzleResponse } from './host';
 import { fromKuzzle, pluginError, pluginResult, statusOf } from './responses';
 import { Subscription, Subscriptions } from './subscriptions';
 
@@ -32,6 +32,14 @@ interface SubscribeResult {
 export class Realtime {
   private readonly channels = new Channels();
   private readonly subscriptions = new Subscriptions();
+  /** The room of each channel a subscribe answer named, while a connection is in it or a relation uses it. */
+  private readonly roomOfChannel = new Map<string, string>();
+  /**
+   * realtime:subscribe and :unsubscribe of one connection run one after the
+   * other: Kuzzle keeps one subscription per connection and room, so an
+   * unsubscribe overtaking a later subscribe to the same room would end it.
+   */
+  private readonly serial = new Map<string, Array<() => void>>();
 
   constructor(
     private readonly protocol: string,
@@ -57,7 +65,7 @@ export class Realtime {
       return;
     }
     data.body ??= {}; // GET carries no filter: the whole collection
-    this.execute(data, endpoint.connection, (response: KuzzleResponse) => {
+    this.inOrder(endpoint, data, (response: KuzzleResponse) => {
       const room = this.subscribed(response);
       if (room !== null) this.bind(relation, endpoint, room.channel, room.roomId, format, envelope, data.jwt as string | undefined);
       exchange.respond(fromKuzzle(response, envelope, format));
@@ -66,7 +74,7 @@ export class Realtime {
 
   /** `Observe: 0` on /channels/<channel>: a relation on a channel this connection joined by a POST subscribe. */
   attach(exchange: Exchange, endpoint: Endpoint, channel: string, format: number, envelope: Envelope): void {
-    const roomId = this.subscriptions.roomOf(channel);
+    const roomId = this.roomOfChannel.get(channel);
     if (!this.channels.channelsOf(endpoint.connection.id).has(channel) || roomId === undefined) {
       exchange.respond(pluginError(Code.NOT_FOUND, 'network.coap.channel_not_found',
         `this device has not subscribed to channel ${channel}: POST /api/realtime/subscribe first`, envelope, format));
@@ -86,7 +94,7 @@ export class Realtime {
   subscribed(response: KuzzleResponse): { roomId: string; channel: string } | null {
     const result = (response.content as { result?: SubscribeResult } | null)?.result;
     if (response.status !== 200 || typeof result?.channel !== 'string' || typeof result.roomId !== 'string') return null;
-    this.subscriptions.rememberRoom(result.channel, result.roomId);
+    this.roomOfChannel.set(result.channel, result.roomId);
     return { roomId: result.roomId, channel: result.channel };
   }
 
@@ -99,7 +107,7 @@ export class Realtime {
     for (const subscription of this.subscriptions.of(connectionId, channel)) {
       this.endFromKuzzle(subscription, Code.NOT_FOUND, 'network.coap.subscription_ended', 'the subscription ended');
     }
-    this.subscriptions.forgetRoom(channel);
+    this.forgetRoomIfUnused(channel);
   }
 
   broadcast(channels: readonly string[], payload: Record<string, unknown>): void {
@@ -126,7 +134,7 @@ export class Realtime {
     for (const subscription of this.subscriptions.of(connectionId)) {
       this.endFromKuzzle(subscription, Code.SERVICE_UNAVAILABLE, 'network.coap.disconnected', 'the device was disconnected');
     }
-    for (const channel of this.channels.forget(connectionId)) this.subscriptions.forgetRoom(channel);
+    for (const channel of this.channels.forget(connectionId)) this.forgetRoomIfUnused(channel);
   }
 
   private bind(relation: Observation, endpoint: Endpoint, channel: string, roomId: string, format: number, envelope: Envelope, jwt: string | undefined): void {
@@ -153,7 +161,42 @@ export class Realtime {
     this.subscriptions.remove(subscription);
     this.log.debug(`[${this.protocol}] observe relation on ${subscription.channel} ended: ${reason}`);
     if (!subscription.endedByKuzzle && reason !== 'closed') this.unsubscribe(subscription);
-    this.subscriptions.forgetRoom(subscription.channel);
+    this.forgetRoomIfUnused(subscription.channel);
+  }
+
+  private forgetRoomIfUnused(channel: string): void {
+    if (this.channels.membersOf(channel).size === 0 && !this.subscriptions.hasChannel(channel)) this.roomOfChannel.delete(channel);
+  }
+
+  /** Runs a realtime request after the connection's previous ones have answered. */
+  private inOrder(endpoint: Endpoint, data: Record<string, unknown>, callback: (response: KuzzleResponse) => void): void {
+    const id = endpoint.connection.id;
+    const answered = (response: KuzzleResponse): void => {
+      try {
+        callback(response);
+      } finally {
+        const queue = this.serial.get(id) as Array<() => void>;
+        queue.shift();
+        if (queue.length > 0) queue[0]();
+        else this.serial.delete(id);
+      }
+    };
+    const run = (): void => {
+      try {
+        this.execute(data, endpoint.connection, answered);
+      } catch (error) {
+        // Kuzzle's Request constructor refused the input: answer as Kuzzle would, and let the queue move on.
+        const { status = 400, id: errorId = 'api.assert.invalid_argument', message = String(error) } = error as KuzzleErrorJson;
+        answered({ raw: false, status, content: { status, error: { status, id: errorId, message }, result: null } });
+      }
+    };
+    const queue = this.serial.get(id);
+    if (queue === undefined) {
+      this.serial.set(id, [run]);
+      run();
+    } else {
+      queue.push(run);
+    }
   }
 
   private unsubscribe(subscription: Subscription): void {
@@ -162,7 +205,7 @@ export class Realtime {
     if (endpoint === undefined) return; // the connection is gone, and its subscriptions with it
     const data: Record<string, unknown> = { controller: 'realtime', action: 'unsubscribe', body: { roomId: subscription.roomId } };
     if (subscription.jwt !== undefined) data.jwt = subscription.jwt;
-    this.execute(data, endpoint.connection, (response) => {
+    this.inOrder(endpoint, data, (response) => {
       if (response.status !== 200) {
         this.log.debug(`[${this.protocol}] unsubscribe of room ${subscription.roomId} answered ${response.status}`);
       }

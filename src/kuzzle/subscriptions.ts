@@ -37,8 +37,6 @@ export function notificationBody(payload: Record<string, unknown>, channel: stri
 export class Subscriptions {
   private readonly byChannel = new Map<string, Set<Subscription>>();
   private readonly byConnection = new Map<string, Set<Subscription>>();
-  /** The room of each channel a subscribe answer named, to unsubscribe when its last relation ends. */
-  private readonly roomOfChannel = new Map<string, string>();
   private notifications = 0;
 
   get stats(): { subscriptions: number; channels: number; notifications: number } {
@@ -47,16 +45,8 @@ export class Subscriptions {
     return { subscriptions, channels: this.byChannel.size, notifications: this.notifications };
   }
 
-  rememberRoom(channel: string, roomId: string): void {
-    this.roomOfChannel.set(channel, roomId);
-  }
-
-  roomOf(channel: string): string | undefined {
-    return this.roomOfChannel.get(channel);
-  }
-
-  forgetRoom(channel: string): void {
-    if (!this.byChannel.has(channel)) this.roomOfChannel.delete(channel);
+  hasChannel(channel: string): boolean {
+    return this.byChannel.has(channel);
   }
 
   add(subscription: Subscription): void {

@@ -51,6 +51,17 @@ const ACTIONS = {
     throw new BadRequestError('bad thing', 'api.assert.invalid_argument');
   },
   'my-plugin/sensors:read': () => ({ sensor: 'ok' }),
+  // As Kuzzle's auth:login answers; `?expiresIn=<ms>` sets the token's lifetime (default 1 h).
+  'auth:login': (request) => {
+    const ttl = Number(request.input.args.expiresIn ?? 3_600_000);
+    return { _id: 'device-user', jwt: `jwt-${randomUUID()}`, expiresAt: Date.now() + ttl, ttl };
+  },
+  'auth:logout': () => ({}),
+  // As Kuzzle's auth:refreshToken: a new token for the caller's (the old one stays valid a short grace period).
+  'auth:refreshToken': (request) => {
+    const ttl = Number(request.input.args.expiresIn ?? 3_600_000);
+    return { _id: 'device-user', jwt: `jwt-${randomUUID()}`, expiresAt: Date.now() + ttl, ttl, refreshed: request.input.jwt ?? null };
+  },
 };
 
 function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) {
@@ -159,6 +170,34 @@ function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) 
       return protocol.listening.port;
     },
     stop: () => protocol.close(),
+    /** The id of the (first) room subscribed on index/collection, or undefined. */
+    roomIdOf(index, collection) {
+      for (const [roomId, room] of rooms) if (room.index === index && room.collection === collection) return roomId;
+      return undefined;
+    },
+    /** Kuzzle's hotelClerk.removeConnection: the connection leaves every room it subscribed to. */
+    dropSubscriptions(connectionId) {
+      for (const room of rooms.values()) {
+        if (room.connections.delete(connectionId)) protocol.leaveChannel(room.channel, connectionId);
+      }
+    },
+    /** Kuzzle's notifier.notifyTokenExpired: TokenExpired on the server channel, then its subscriptions go. */
+    expireToken(connectionId) {
+      protocol.notify({
+        channels: ['kuzzle:notification:server'],
+        connectionId,
+        payload: { type: 'TokenExpired', status: 401, message: 'Authentication Token Expired' },
+      });
+      this.dropSubscriptions(connectionId);
+    },
+    /** From now on, removeConnection drops the connection's subscriptions, as Kuzzle does on 'connection:remove'. */
+    dropSubscriptionsOnRemove() {
+      const remove = entryPoint.removeConnection;
+      entryPoint.removeConnection = (id) => {
+        remove.call(entryPoint, id);
+        this.dropSubscriptions(id);
+      };
+    },
   };
 }
 
