@@ -36,9 +36,46 @@ const NUMBER_OF_NAME: Readonly<Record<string, number>> = {
   'OCF-Content-Format-Version': 2053,
 };
 
+/**
+ * Checks the framing coap-packet does not (it clamps out-of-range slices
+ * silently): the token and every option fit in the datagram, and a payload
+ * marker is followed by a payload (RFC 7252 §3: a message format error).
+ */
+function checkFraming(datagram: Buffer): void {
+  const end = datagram.length;
+  if (end < 4) throw new Error('shorter than a CoAP header');
+  const tkl = datagram[0] & 0x0f;
+  let pos = 4 + (tkl === 13 ? 1 : tkl === 14 ? 2 : 0);
+  if (pos > end) throw new Error('truncated token length');
+  pos += tkl < 13 ? tkl : tkl === 13 ? datagram[4] + 13 : tkl === 14 ? datagram.readUInt16BE(4) + 269 : 0;
+  if (pos > end) throw new Error('token longer than the datagram');
+  while (pos < end) {
+    const byte = datagram[pos++];
+    if (byte === 0xff) {
+      if (pos === end) throw new Error('payload marker without payload');
+      return;
+    }
+    const deltaNibble = byte >> 4;
+    const lengthNibble = byte & 0x0f;
+    if (deltaNibble === 15 || lengthNibble === 15) throw new Error('reserved option nibble 15');
+    pos += extendedBytes(deltaNibble);
+    if (pos > end) throw new Error('truncated option header');
+    const lengthAt = pos;
+    pos += extendedBytes(lengthNibble);
+    if (pos > end) throw new Error('truncated option header');
+    const length = lengthNibble < 13 ? lengthNibble : lengthNibble === 13 ? datagram[lengthAt] + 13 : datagram.readUInt16BE(lengthAt) + 269;
+    pos += length;
+    if (pos > end) throw new Error('option value longer than the datagram');
+  }
+}
+
+function extendedBytes(nibbleValue: number): number {
+  return nibbleValue === 13 ? 1 : nibbleValue === 14 ? 2 : 0;
+}
+
 /** Decodes one datagram; throws on anything that is not a well-formed CoAP message. */
 export function decodeMessage(datagram: Buffer): CoapMessage {
-  if (datagram.length < 4) throw new Error('shorter than a CoAP header');
+  checkFraming(datagram);
   const packet = parsePacket(datagram);
   const options: CoapOption[] = new Array(packet.options.length);
   for (let i = 0; i < packet.options.length; i++) {

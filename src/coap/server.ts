@@ -406,9 +406,10 @@ export class CoapServer implements Responder {
     this.transmit(exchange, framed ?? this.pastTheEnd(exchange));
   }
 
+  /** 4.02 for a block past the end: sent whole, never stored, so the body being fetched stays. */
   private pastTheEnd(exchange: Exchange): Framed {
     const response = this.formatError(exchange, Code.BAD_OPTION, 'bad_block', `block ${exchange.block2?.num} is past the end of the body`);
-    return this.frame(response, response.options ?? [], exchange.resourceKey, this.szxFor(exchange), 0, false, exchange.receivedAt) as Framed;
+    return { code: response.code, options: withContentFormat(response.options ?? [], response.contentFormat), payload: response.payload ?? EMPTY };
   }
 
   private szxFor(exchange: Exchange): number {
@@ -424,8 +425,7 @@ export class CoapServer implements Responder {
   private frame(response: CoapResponse, extra: readonly CoapOption[], resourceKey: string, szx: number, num: number, wantsSize2: boolean, now: number): Framed | null {
     const payload = response.payload ?? EMPTY;
     if (payload.length <= blockSize(szx) && num === 0) {
-      const options = response.contentFormat === undefined ? extra : withOption(extra, Option.CONTENT_FORMAT, encodeUint(response.contentFormat));
-      return { code: response.code, options, payload };
+      return { code: response.code, options: withContentFormat(extra, response.contentFormat), payload };
     }
     return blockOf(this.bodies.store(resourceKey, response.code, response.contentFormat, payload, now), extra, num, szx, wantsSize2);
   }
@@ -501,9 +501,12 @@ function blockOf(body: StoredBody, extra: readonly CoapOption[], num: number, sz
   const start = num * size;
   if (num > 0 && start >= body.payload.length) return null;
   const end = Math.min(start + size, body.payload.length);
-  let options = withOption(extra, Option.ETAG, body.etag);
-  if (body.contentFormat !== undefined) options = withOption(options, Option.CONTENT_FORMAT, encodeUint(body.contentFormat));
+  let options = withContentFormat(withOption(extra, Option.ETAG, body.etag), body.contentFormat);
   options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
   if (wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
   return { code: body.code, options, payload: body.payload.subarray(start, end) };
+}
+
+function withContentFormat(options: readonly CoapOption[], contentFormat: number | undefined): readonly CoapOption[] {
+  return contentFormat === undefined ? options : withOption(options, Option.CONTENT_FORMAT, encodeUint(contentFormat));
 }
