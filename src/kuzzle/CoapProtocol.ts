@@ -100,7 +100,13 @@ class CoapProtocol {
       (exchange, code, reason, message) =>
         pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR),
     );
-    const bound = await this.server.listen();
+    let bound: { address: string; port: number };
+    try {
+      bound = await this.server.listen();
+    } catch (error) {
+      const section = `server.protocols.${this.protocol}`;
+      throw new Error(`[${this.protocol}] ${(error as Error).message} (see ${section}.port and ${section}.host)`);
+    }
     this.listening = bound;
     this.sweeper = setInterval(() => {
       const removed = endpoints.sweep(Date.now(), (endpoint) => realtime.hasRelations(endpoint.connection.id));
@@ -124,8 +130,9 @@ class CoapProtocol {
 
   notify(data: { channels: string[]; connectionId: string; payload: Record<string, unknown> }): void {
     if (data.payload?.type === 'TokenExpired') {
+      // Kept, expired: the device's next request without jwt gets 4.01, not anonymous rights.
       const endpoint = this.endpoints?.byConnection(data.connectionId);
-      if (endpoint !== undefined) endpoint.session = null;
+      if (endpoint?.session) endpoint.session.expiresAt = 0;
     }
     this.realtime?.notify(data.channels, data.connectionId, data.payload);
   }

@@ -127,6 +127,12 @@ async function start(options) {
     });
   }
 
+  if (options.appSetup) {
+    // A module of the tests that registers controllers, plugins or pipes on the Backend before start.
+    const setup = require(options.appSetup);
+    await (typeof setup === 'function' ? setup : setup.appSetup)(app);
+  }
+
   await app.start();
 
   process.on('message', async (message) => {

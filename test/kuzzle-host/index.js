@@ -98,6 +98,7 @@ function toError(serialized) {
  * @param {boolean} [options.installPlugin=true] false: Kuzzle without the CoAP protocol
  * @param {string} [options.protocolDir] directory to install instead of the project root
  * @param {string} [options.logLevel] Kuzzle's server.appLogs.level (default: configured, else info)
+ * @param {string} [options.appSetup] path of a module `(app) => void|Promise` run on the Backend before start
  * @param {boolean} [options.verbose] Kuzzle's output on this process' stdout/stderr
  *   (default: KUZZLE_HOST_VERBOSE=1). Else it is captured: see logs(), and a boot error ends with it.
  * @param {number} [options.bootTimeout=60000] ms
@@ -171,6 +172,7 @@ async function startKuzzleHost(options = {}) {
           coap: options.coap,
           defaults: options.defaults,
           logLevel: options.logLevel,
+          appSetup: options.appSetup,
           redis: { host: redis.host, port: redis.port, password: redis.password },
           elasticsearchUrl: process.env.ELASTICSEARCH_URL || undefined,
         },

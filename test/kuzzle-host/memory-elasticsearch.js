@@ -20,7 +20,8 @@
  *    `ctx._source.<field> = params['<field>']` scripts)
  *  - _search (from/size, sort on plain fields, _id and _score, scroll and clear
  *    scroll, post_filter) and _count, with queries: match_all, match_none, ids,
- *    term, terms, match (OR / AND of lowercase words), match_phrase (substring),
+ *    term, terms, match (OR / AND of lowercase words; exact on values without spaces,
+ *    taken as keywords), match_phrase (substring),
  *    range (gt/gte/lt/lte), exists, prefix, wildcard, bool (must, filter, should,
  *    must_not, minimum_should_match). Fields are dotted paths; arrays match on
  *    any element; "<field>.keyword" reads "<field>".
@@ -168,6 +169,9 @@ function matches(query, doc) {
       const and = isObject(v) && String(v.operator).toLowerCase() === 'and';
       return valuesAt(doc, field).some((x) => {
         if (typeof x !== 'string' || typeof q !== 'string') return same(x, q);
+        // Mappings are not emulated: a value without spaces is taken as a keyword (exact), as
+        // identifiers like usernames are mapped; "coap-user-1" must not match "coap-admin".
+        if (!/\s/.test(x) && !/\s/.test(q)) return x === q;
         const have = new Set(words(x));
         const want = words(q);
         return and ? want.every((w) => have.has(w)) : want.some((w) => have.has(w));
