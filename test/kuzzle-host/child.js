@@ -6,7 +6,6 @@
 //   child -> parent  {type:'ready', ...} | {type:'failed', error}, {type:'reply', id, result|error}
 // Stopping: SIGTERM (Kuzzle's own handler shuts down gracefully and exits).
 
-const dgram = require('node:dgram');
 const path = require('node:path');
 const { freeTcpPort } = require('./redis');
 
@@ -14,17 +13,6 @@ const kuzzleDir = path.dirname(require.resolve('kuzzle/package.json'));
 const fromKuzzle = (name) => require(require.resolve(name, { paths: [kuzzleDir] }));
 const _ = fromKuzzle('lodash');
 const rc = fromKuzzle('rc');
-
-function freeUdpPort(host) {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    socket.on('error', reject);
-    socket.bind(0, host, () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
 
 const serializeError = (e) => ({ message: e?.message ?? String(e), id: e?.id, code: e?.code, status: e?.status, stack: e?.stack });
 
@@ -93,7 +81,9 @@ async function start(options) {
   const coapDefaults = { host: '127.0.0.1', ...options.defaults?.coap };
   for (const [key, value] of Object.entries(coapDefaults)) setDefault(['server', 'protocols', 'coap', key], value);
   const coap = Object.assign(config.server.protocols.coap, options.coap);
-  if (coap.port === undefined) coap.port = await freeUdpPort(coap.host);
+  // Port 0: the plugin binds a free port itself (no window for another process to take it);
+  // the port it got is read back from the plugin once Kuzzle is up.
+  if (coap.port === undefined) coap.port = 0;
   // Kuzzle links a connection to its token (TokenExpired notification) only
   // for the protocols whose section says `enabled && realtimeNotifications`
   // (config/index.js, computed at load time). The plugin's own configuration
@@ -152,7 +142,7 @@ async function start(options) {
     type: 'ready',
     bootMs: Date.now() - began,
     httpPort: config.server.port,
-    coapPort: coap.port,
+    coapPort: global.kuzzle.entryPoint.protocols.get('coap')?.listening?.port ?? coap.port,
     coapHost: coap.host,
     coapConfig: coap,
     protocols: [...global.kuzzle.entryPoint.protocols.keys()],

@@ -1,0 +1,336 @@
+'use strict';
+
+// The POSIX firmware example (firmware-examples/posix-libcoap, C on libcoap 3) against a real
+// Kuzzle 2.56 with this plugin (test/kuzzle-host): built with make, run as a device would be,
+// checked through Kuzzle's HTTP API. The device user has only the rights a sensor needs.
+// A missing make, compiler or libcoap header fails the test (apt-get install make gcc
+// libcoap3-dev pkg-config); nothing is skipped. Every spawned process is killed in after().
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn, spawnSync } = require('node:child_process');
+const path = require('node:path');
+const { startKuzzleHost } = require('../kuzzle-host');
+
+const exampleDir = path.resolve(__dirname, '../../firmware-examples/posix-libcoap');
+// KUZZLE_SENSOR_BINARY runs the scenario on another build of the same code (another libcoap).
+const binary = process.env.KUZZLE_SENSOR_BINARY || path.join(exampleDir, 'build', 'kuzzle-sensor');
+const SENSOR = { username: 'sensor-1', password: 'Sensor-Secret-1' };
+const ADMIN = { username: 'admin', password: 'Admin-Secret-1' };
+const INDEX = 'iot';
+
+let host;
+let adminJwt;
+const devices = [];
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+};
+
+/** One Kuzzle API call over HTTP; asserts success and returns the result. */
+async function api(request, { token = adminJwt } = {}) {
+  const response = await fetch(`${host.url}/_query`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(request),
+  });
+  const body = await response.json();
+  assert.equal(body.status, 200, `${request.controller}:${request.action}: ${body.error?.id} ${body.error?.message}`);
+  return body.result;
+}
+
+/** The example as a child process; its stdout lines, and waits on them. */
+class Device {
+  constructor(args, env = {}) {
+    this.lines = [];
+    this.stderr = '';
+    this.waiters = [];
+    this.child = spawn(binary, ['-p', String(host.coapPort), ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    devices.push(this);
+    let partial = '';
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (chunk) => {
+      const parts = (partial + chunk).split('\n');
+      partial = parts.pop();
+      for (const line of parts) {
+        this.lines.push(line);
+        if (process.env.FIRMWARE_TEST_VERBOSE === '1') console.log(`[device] ${line}`);
+      }
+      this.check();
+    });
+    this.child.stderr.on('data', (chunk) => { this.stderr += chunk; });
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => {
+      this.exitCode = code;
+      this.exitSignal = signal;
+      this.check();
+      resolve({ code, signal });
+    }));
+  }
+
+  check() {
+    this.waiters = this.waiters.filter((waiter) => !waiter.poll());
+  }
+
+  /** Resolves with the first line at or after index `from` matching `pattern`: {match, index}. */
+  waitFor(pattern, { from = 0, timeoutMs = 15000 } = {}) {
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        poll: () => {
+          for (let i = from; i < this.lines.length; i++) {
+            const match = pattern.exec(this.lines[i]);
+            if (match) {
+              clearTimeout(timer);
+              resolve({ match, index: i });
+              return true;
+            }
+          }
+          if (this.exitCode !== undefined) {
+            clearTimeout(timer);
+            reject(new Error(`device exited (${this.exitCode ?? this.exitSignal}) before printing ${pattern}\n${this.output()}`));
+            return true;
+          }
+          return false;
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`no ${pattern} from the device after ${timeoutMs} ms\n${this.output()}`));
+      }, timeoutMs);
+      if (!waiter.poll()) this.waiters.push(waiter);
+    });
+  }
+
+  /** Lines from index `from` that match, as match arrays. */
+  matches(pattern, from = 0) {
+    return this.lines.slice(from).map((line) => pattern.exec(line)).filter(Boolean);
+  }
+
+  output() {
+    return `--- device stdout (last 60 lines) ---\n${this.lines.slice(-60).join('\n')}\n--- stderr ---\n${this.stderr}`;
+  }
+
+  kill(signal = 'SIGKILL') {
+    if (this.exitCode === undefined && this.exitSignal === undefined) this.child.kill(signal);
+  }
+}
+
+async function sensorDocuments() {
+  const { hits } = await api({ controller: 'document', action: 'search', index: INDEX, collection: 'sensors', size: 1000 });
+  return hits.map((hit) => ({ _id: hit._id, ...hit._source })).sort((a, b) => a.ts - b.ts);
+}
+
+before(async () => {
+  // Build first: a missing toolchain or libcoap fails here, loudly.
+  const built = spawnSync('make', ['-C', exampleDir], { encoding: 'utf8' });
+  if (built.error?.code === 'ENOENT') throw new Error('make is missing: apt-get install make gcc libcoap3-dev pkg-config');
+  assert.equal(built.status, 0, `make failed:\n${built.stdout}${built.stderr}`);
+
+  host = await startKuzzleHost({});
+  // While no admin exists, anonymous has every right: set up a least-privilege sensor user,
+  // then the first admin (reset: true takes the rights away from anonymous and default).
+  await api({
+    controller: 'security', action: 'createRole', _id: 'sensor',
+    body: {
+      controllers: {
+        auth: { actions: { login: true, checkToken: true, getCurrentUser: true } },
+        server: { actions: { now: true } },
+        document: { actions: { create: true } },
+        realtime: { actions: { subscribe: true, unsubscribe: true } },
+      },
+    },
+  }, { token: null });
+  await api({
+    controller: 'security', action: 'createProfile', _id: 'sensor',
+    body: { policies: [{ roleId: 'sensor', restrictedTo: [{ index: INDEX, collections: ['sensors', 'commands'] }] }] },
+  }, { token: null });
+  await api({
+    controller: 'security', action: 'createUser', _id: SENSOR.username,
+    body: { content: { profileIds: ['sensor'] }, credentials: { local: SENSOR } },
+  }, { token: null });
+  await api({
+    controller: 'security', action: 'createFirstAdmin', _id: ADMIN.username, reset: true,
+    body: { content: {}, credentials: { local: ADMIN } },
+  }, { token: null });
+  adminJwt = (await api({ controller: 'auth', action: 'login', strategy: 'local', body: ADMIN }, { token: null })).jwt;
+
+  await api({ controller: 'index', action: 'create', index: INDEX });
+  await api({
+    controller: 'collection', action: 'create', index: INDEX, collection: 'sensors',
+    body: { mappings: { properties: { temperature: { type: 'float' }, humidity: { type: 'integer' }, uptime: { type: 'long' }, ts: { type: 'date', format: 'epoch_millis' } } } },
+  });
+  await api({ controller: 'collection', action: 'create', index: INDEX, collection: 'commands' });
+});
+
+after(async () => {
+  for (const device of devices) device.kill('SIGKILL');
+  await Promise.all(devices.map((device) => device.exited));
+  await host?.stop();
+});
+
+test('the example builds with make against libcoap 3 and documents its options', () => {
+  const help = spawnSync(binary, ['--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  assert.match(help.stderr, /--period-ms MS/);
+  const bad = spawnSync(binary, ['--period-ms', 'fast'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+});
+
+// One device for the scenario below: login, reports, commands, network change, revoked token.
+let device;
+let commandCount = 0;
+
+async function sendCommand(period) {
+  const { _id } = await api({ controller: 'document', action: 'create', index: INDEX, collection: 'commands', body: { period } });
+  commandCount++;
+  return _id;
+}
+
+test('logs in, observes commands and creates sensor documents with CBOR bodies every 500 ms', async () => {
+  device = new Device(['-u', SENSOR.username, '-t', '500', '-T', '120'], { KUZZLE_PASSWORD: SENSOR.password });
+  await device.waitFor(/^login ok user=sensor-1 expires_at=\d+ jwt_bytes=\d+$/);
+  await device.waitFor(/^clock now=\d+ rtt_ms=\d+$/);
+  await device.waitFor(/^observe registered seq=\d+ channel=\S+$/);
+  await device.waitFor(/^report sent n=6 /, { timeoutMs: 20000 });
+
+  const printed = new Map(device.matches(
+    /^report sent n=\d+ id=(\S+) temperature=([\d.]+) humidity=(\d+) uptime=(\d+) ts=(\d+) period_ms=500 bytes=(\d+)$/,
+  ).map((m) => [m[1], { temperature: Number(m[2]), humidity: Number(m[3]), uptime: Number(m[4]), ts: Number(m[5]), bytes: Number(m[6]) }]));
+  assert.ok(printed.size >= 6, device.output());
+
+  const docs = await sensorDocuments();
+  assert.ok(docs.length >= 6, `${docs.length} documents`);
+  const now = Date.now();
+  for (const doc of docs) {
+    // The types a CBOR body gives: a float, integers, a 64-bit integer timestamp.
+    assert.equal(typeof doc.temperature, 'number');
+    assert.ok(!Number.isInteger(doc.temperature) && doc.temperature > 19 && doc.temperature < 24, `temperature ${doc.temperature}`);
+    assert.ok(Number.isInteger(doc.humidity) && doc.humidity >= 40 && doc.humidity <= 49, `humidity ${doc.humidity}`);
+    assert.ok(Number.isInteger(doc.uptime) && doc.uptime >= 0 && doc.uptime < 200, `uptime ${doc.uptime}`);
+    assert.ok(Number.isInteger(doc.ts) && doc.ts > 1.6e12, `ts ${doc.ts}`);
+    assert.ok(Math.abs(doc.ts - now) < 60000, `ts ${doc.ts} is not close to now ${now}`);
+    // The device's clock comes from server:now: its ts is within a few ms of Kuzzle's createdAt.
+    assert.ok(Math.abs(doc.ts - doc._kuzzle_info.createdAt) < 2000, `ts ${doc.ts} vs createdAt ${doc._kuzzle_info.createdAt}`);
+    assert.equal(doc._kuzzle_info.author, SENSOR.username);
+    assert.deepEqual(Object.keys(doc).sort(), ['_id', '_kuzzle_info', 'humidity', 'temperature', 'ts', 'uptime']);
+    // What Kuzzle stored is what the device says it sent.
+    const sent = printed.get(doc._id);
+    if (sent) {
+      assert.equal(doc.temperature.toFixed(2), sent.temperature.toFixed(2));
+      assert.equal(doc.humidity, sent.humidity);
+      assert.equal(doc.uptime, sent.uptime);
+      assert.equal(doc.ts, sent.ts);
+    }
+  }
+  assert.ok(docs.filter((doc) => printed.has(doc._id)).length >= 6);
+  const gaps = docs.slice(1).map((doc, i) => doc.ts - docs[i].ts);
+  const gap = median(gaps);
+  assert.ok(gap >= 400 && gap <= 800, `median interval ${gap} ms (${gaps.join(', ')})`);
+  // Preferred serialization: the body is 47 bytes with a half-float temperature, 53 with a double.
+  assert.ok([...printed.values()].every((p) => p.bytes === 47 || p.bytes === 53 || p.bytes === 49));
+});
+
+test('a command document sets the period: the device prints it and reports faster', async () => {
+  const from = device.lines.length;
+  const id = await sendCommand(200);
+  await device.waitFor(new RegExp(`^notification seq=\\d+ action=create id=${id} period_ms=200$`), { from });
+  const changed = await device.waitFor(new RegExp(`^period changed old_ms=500 new_ms=200 command=${id}$`), { from });
+  const since = device.lines.length;
+  await device.waitFor(/^report sent n=\d+ .* period_ms=200 /, { from: changed.index });
+  await device.waitFor(/^report sent /, { from: since + 10, timeoutMs: 10000 }); // ~10 more reports
+
+  const firstFast = Number(device.matches(/^report sent n=\d+ id=\S+ .* ts=(\d+) period_ms=200 /, changed.index)[0][1]);
+  const docs = await sensorDocuments();
+  const fast = docs.filter((doc) => doc.ts >= firstFast);
+  const slow = docs.filter((doc) => doc.ts < firstFast);
+  assert.ok(fast.length >= 8, `${fast.length} documents since the command`);
+  const fastGap = median(fast.slice(1).map((doc, i) => doc.ts - fast[i].ts));
+  const slowGap = median(slow.slice(1).map((doc, i) => doc.ts - slow[i].ts));
+  assert.ok(fastGap >= 150 && fastGap <= 350, `median interval after the command: ${fastGap} ms`);
+  assert.ok(slowGap >= 400, `median interval before the command: ${slowGap} ms`);
+  assert.ok(fastGap < slowGap * 0.7, `faster: ${fastGap} ms against ${slowGap} ms`);
+});
+
+test('a network change (SIGHUP): new socket and session, the observation is registered again', async () => {
+  const from = device.lines.length;
+  const before = device.matches(/^session open local=(\S+) /).at(-1)[1];
+  device.child.kill('SIGHUP');
+  await device.waitFor(/^network changed: new session, re-registering$/, { from });
+  const opened = await device.waitFor(/^session open local=(\S+) remote=\S+$/, { from });
+  assert.notEqual(opened.match[1], before, 'a new local port');
+  const registered = await device.waitFor(/^observe registered seq=\d+ /, { from: opened.index });
+  await device.waitFor(/^report sent /, { from: registered.index });
+
+  // Commands reach the device through the new relation.
+  const id = await sendCommand(300);
+  await device.waitFor(new RegExp(`^period changed old_ms=200 new_ms=300 command=${id}$`), { from: registered.index });
+  // Exactly one notification for that command: the old relation does not deliver it too.
+  await sleep(500);
+  assert.equal(device.matches(new RegExp(`^notification .* id=${id} `), from).length, 1);
+});
+
+test('a final notification (the token is revoked): logs in again and re-registers', async () => {
+  const from = device.lines.length;
+  const logins = device.matches(/^login ok /).length;
+  await api({ controller: 'security', action: 'revokeTokens', _id: SENSOR.username });
+  // Kuzzle drops the subscription: the relation ends with a non-2.xx answer without Observe.
+  await device.waitFor(/^observe ended code=4\.\d\d id=\S+ message=".*"$/, { from });
+  const relogged = await device.waitFor(/^login ok user=sensor-1 /, { from });
+  assert.equal(device.matches(/^login ok /).length, logins + 1);
+  const registered = await device.waitFor(/^observe registered seq=\d+ /, { from: relogged.index });
+  const sent = await device.waitFor(/^report sent /, { from: relogged.index });
+
+  const id = await sendCommand(250);
+  await device.waitFor(new RegExp(`^period changed old_ms=300 new_ms=250 command=${id}$`), { from: registered.index });
+  // Reports are accepted again with the new token.
+  const docId = sent.match.input.match(/ id=(\S+) /)[1];
+  assert.ok((await sensorDocuments()).some((doc) => doc._id === docId));
+});
+
+test('SIGTERM: cancels the observation and exits', async () => {
+  const from = device.lines.length;
+  device.child.kill('SIGTERM');
+  const { code } = await device.exited;
+  assert.equal(code, 0, device.output());
+  assert.ok(device.matches(/^observe cancelled code=2\.05$/, from).length === 1, device.output());
+  const exit = device.matches(/^exit reason=stopped docs=(\d+) notifications=(\d+)$/, from)[0];
+  assert.ok(exit, device.output());
+  assert.equal(Number(exit[2]), commandCount);
+  // No subscriber left on the commands collection.
+  let list;
+  for (let i = 0; i < 30; i++) {
+    list = await api({ controller: 'realtime', action: 'list' });
+    const rooms = Object.values(list?.[INDEX]?.commands ?? {});
+    if (rooms.every((count) => count === 0)) return;
+    await sleep(100);
+  }
+  assert.fail(`subscriptions left: ${JSON.stringify(list)}`);
+});
+
+test('with an API key instead of a login, bounded by --max-docs', async () => {
+  const { _source: { token } } = await api({
+    controller: 'security', action: 'createApiKey', userId: SENSOR.username, expiresIn: -1,
+    body: { description: 'firmware test' },
+  });
+  const before = (await sensorDocuments()).length;
+  const keyed = new Device(['-n', '3', '-t', '200', '-T', '30'], { KUZZLE_JWT: token });
+  const { code } = await keyed.exited;
+  assert.equal(code, 0, keyed.output());
+  assert.equal(keyed.matches(/^login /).length, 0, 'no login with a ready token');
+  assert.equal(keyed.matches(/^report sent /).length, 3, keyed.output());
+  assert.ok(keyed.matches(/^exit reason=max_docs docs=3 /).length === 1, keyed.output());
+  assert.equal((await sensorDocuments()).length, before + 3);
+});
+
+test('wrong credentials: the device says why and keeps retrying until --max-time-s', async () => {
+  const wrong = new Device(['-u', SENSOR.username, '-T', '3'], { KUZZLE_PASSWORD: 'not-the-password' });
+  const { code } = await wrong.exited;
+  assert.equal(code, 0, wrong.output());
+  assert.ok(wrong.matches(/^login failed code=4\.01 id=\S+ message=".+"$/).length >= 2, wrong.output());
+  assert.equal(wrong.matches(/^report sent /).length, 0);
+  assert.ok(wrong.matches(/^exit reason=max_time docs=0 /).length === 1, wrong.output());
+});
