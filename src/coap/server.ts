@@ -71,6 +71,7 @@ export class CoapServer implements Responder {
   private socket: dgram.Socket | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private lastSweep = 0;
+  private droppedLogged = 0;
   private nextMessageId = Math.floor(Math.random() * 0x10000);
   private readonly dedup: Deduplicator;
   private readonly uploads: Block1Assembler;
@@ -475,7 +476,16 @@ export class CoapServer implements Responder {
       this.uploads.sweep(now);
       this.bodies.sweep(now);
       this.observers.sweep(now);
+      this.reportDrops();
     }
+  }
+
+  /** Tells operators, once a second at most, that full notification queues dropped notifications. */
+  private reportDrops(): void {
+    const { dropped, queued } = this.observers.stats;
+    if (dropped === this.droppedLogged) return;
+    this.log.info(`CoAP: ${dropped - this.droppedLogged} notification(s) dropped by full per-device queues (${dropped} in all, ${queued} queued now)`);
+    this.droppedLogged = dropped;
   }
 
   private allocateMessageId(): number {
