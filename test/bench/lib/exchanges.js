@@ -1,0 +1,161 @@
+'use strict';
+// Many client endpoints doing a few exchanges each (idle devices, observe
+// registrations, receiving notifications): one UDP socket per endpoint, a
+// global window of requests in flight, RFC 7252 retransmission. Tokens are 4
+// bytes from one counter, so a token names one request or one relation.
+const dgram = require('node:dgram');
+const { performance } = require('node:perf_hooks');
+const { TYPE, OPTION, requestTemplate, emptyAck, codeText, findOption } = require('./coapWire');
+
+const clock = () => performance.timeOrigin + performance.now();
+
+class Endpoints {
+  constructor(port, host = '127.0.0.1') {
+    this.port = port;
+    this.host = host;
+    this.lanes = [];
+    this.jobs = new Map(); // token -> pending exchange
+    this.relations = new Map(); // token -> { notifications, first, last }
+    this.nextToken = 1;
+    this.notified = { count: 0, first: 0, last: 0, strays: 0 };
+    this.onNotification = null;
+  }
+
+  /** Opens endpoints until there are `count`; all stay open (a closed port could come back as another endpoint). */
+  async open(count) {
+    const opening = [];
+    while (this.lanes.length < count) {
+      const lane = { index: this.lanes.length, socket: dgram.createSocket('udp4'), mid: Math.floor(Math.random() * 0x10000) };
+      lane.socket.on('message', (message) => this.receive(lane, message));
+      lane.socket.on('error', () => {});
+      this.lanes.push(lane);
+      opening.push(new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve)));
+      if (opening.length >= 500) await Promise.all(opening.splice(0));
+    }
+    await Promise.all(opening);
+  }
+
+  close() {
+    for (const lane of this.lanes) lane.socket.close();
+    this.lanes = [];
+  }
+
+  receive(lane, message) {
+    if (message.length < 4) return;
+    const type = (message[0] >> 4) & 3;
+    const code = message[1];
+    const mid = (message[2] << 8) | message[3];
+    if (type === TYPE.CON) lane.socket.send(emptyAck(mid), this.port, this.host);
+    if (code === 0) {
+      if (type !== TYPE.ACK) return;
+      for (const job of this.jobs.values()) if (job.lane === lane && job.mid === mid) job.acked = true; // separate response follows
+      return;
+    }
+    if ((message[0] & 0x0f) !== 4) return;
+    const token = message.readUInt32BE(4);
+    const job = this.jobs.get(token);
+    if (job !== undefined) {
+      this.jobs.delete(token);
+      job.finish(code, findOption(message, OPTION.OBSERVE) !== undefined);
+      return;
+    }
+    const relation = this.relations.get(token);
+    if (relation === undefined) return void this.notified.strays++;
+    const now = clock();
+    relation.notifications++;
+    relation.last = now;
+    if (relation.notifications === 1) relation.first = now;
+    this.notified.count++;
+    this.notified.last = now;
+    if (this.notified.first === 0) this.notified.first = now;
+    this.onNotification?.();
+  }
+
+  /**
+   * Runs one request per item of `plan` ([{lane, template, observe}]) with at most `concurrency`
+   * in flight. Resolves {codes, ok, failed, registered, ms}.
+   */
+  run(plan, { concurrency = 256, ackTimeoutMs = 1000, maxRetransmit = 4 } = {}) {
+    const started = clock();
+    const result = { codes: {}, ok: 0, failed: 0, registered: 0, retransmissions: 0 };
+    let next = 0;
+    let inFlight = 0;
+    return new Promise((resolve) => {
+      const timer = setInterval(() => {
+        const now = performance.now();
+        for (const job of this.jobs.values()) {
+          if (job.acked || job.deadline > now) continue;
+          if (job.tries >= maxRetransmit) {
+            this.jobs.delete(job.token);
+            job.finish(null, false);
+            continue;
+          }
+          job.tries++;
+          result.retransmissions++;
+          job.timeout *= 2;
+          job.deadline = now + job.timeout;
+          job.lane.socket.send(job.buf, this.port, this.host);
+        }
+      }, 20);
+      const launch = () => {
+        while (inFlight < concurrency && next < plan.length) {
+          const { lane, template, observe } = plan[next++];
+          const token = this.nextToken++ >>> 0;
+          const mid = lane.mid;
+          lane.mid = (lane.mid + 1) & 0xffff;
+          const timeout = ackTimeoutMs * (1 + Math.random() * 0.5);
+          const job = {
+            lane, token, mid, buf: template(mid, token), tries: 0, timeout, deadline: performance.now() + timeout, acked: false,
+            finish: (code, hasObserve) => {
+              inFlight--;
+              if (code === null) result.failed++;
+              else {
+                result.ok++;
+                result.codes[codeText(code)] = (result.codes[codeText(code)] ?? 0) + 1;
+                if (observe && hasObserve) {
+                  result.registered++;
+                  this.relations.set(token, { notifications: 0, first: 0, last: 0 });
+                }
+              }
+              if (next < plan.length) launch();
+              else if (inFlight === 0) {
+                clearInterval(timer);
+                resolve({ ...result, ms: Math.round(clock() - started) });
+              }
+            },
+          };
+          this.jobs.set(token, job);
+          inFlight++;
+          lane.socket.send(job.buf, this.port, this.host);
+        }
+        if (plan.length === 0) {
+          clearInterval(timer);
+          resolve({ ...result, ms: 0 });
+        }
+      };
+      launch();
+    });
+  }
+
+  /** Resets notification counters; resolves when every relation got one (or timeout). */
+  awaitNotifications(expected, timeoutMs) {
+    this.notified = { count: 0, first: 0, last: 0, strays: 0 };
+    for (const relation of this.relations.values()) relation.notifications = 0;
+    let notifiedRelations = 0;
+    return {
+      wait: () => new Promise((resolve) => {
+        const finish = () => {
+          clearTimeout(timer);
+          this.onNotification = null;
+          let distinct = 0;
+          for (const relation of this.relations.values()) if (relation.notifications > 0) distinct++;
+          resolve({ ...this.notified, relations: distinct });
+        };
+        const timer = setTimeout(finish, timeoutMs);
+        this.onNotification = () => { if (++notifiedRelations >= expected) finish(); };
+      }),
+    };
+  }
+}
+
+module.exports = { Endpoints, requestTemplate, clock };

@@ -1,0 +1,133 @@
+'use strict';
+// The bench's output: tables, target lines (PASS/FAIL), the ratio lines, and
+// the JSON file with the same figures.
+const { ratio } = require('./util');
+
+const fmt = (v, digits = 0) => (v === null || v === undefined ? 'n/a' : typeof v === 'number' ? v.toFixed(digits) : String(v));
+const fixed2 = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(2));
+
+function table(title, header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
+  return [`\n${title}`, line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** Every derived figure and target, from the raw scenario results. */
+function evaluate(results) {
+  const t = results.throughput;
+  const by = (id) => t?.targets.find((x) => x.id === id) ?? null;
+  const limit = by('limit');
+  const plugin = by('plugin');
+  const nodeCoap = by('node-coap');
+  const kc = (action) => by(`kuzzle-coap-${action}`);
+  const kh = (action) => by(`kuzzle-http-${action}`);
+  const ratios = {
+    'plugin/limit': ratio(plugin?.rps, limit?.rps),
+    'plugin/node-coap': ratio(plugin?.rps, nodeCoap?.rps),
+    'coap/http server:now': ratio(kc('now')?.rps, kh('now')?.rps),
+    'coap/http document:create': ratio(kc('create')?.rps, kh('create')?.rps),
+  };
+  const p99Ratio = ratio(plugin?.p99, limit?.p99);
+  // Information, not a target: the same comparisons in server CPU time per request (limit µs / plugin µs).
+  const cpuEfficiency = {
+    'plugin/limit': ratio(limit?.cpuUsPerRequest, plugin?.cpuUsPerRequest),
+    'plugin/node-coap': ratio(nodeCoap?.cpuUsPerRequest, plugin?.cpuUsPerRequest),
+  };
+  const m = results.memory;
+  const f = results.fanout;
+  const l = results.loss;
+  const check = (name, value, ok, detail) => ({ name, value, pass: value === null || value === undefined ? null : ok, detail });
+  const targets = [
+    check("plugin's own cost ≥ 0.6× the limit's throughput", ratios['plugin/limit'], ratios['plugin/limit'] >= 0.6, `${fixed2(ratios['plugin/limit'])}×`),
+    check("plugin's own cost ≥ 2× node-coap's throughput", ratios['plugin/node-coap'], ratios['plugin/node-coap'] >= 2, `${fixed2(ratios['plugin/node-coap'])}×`),
+    check("plugin's p99 ≤ 2× the limit's p99", p99Ratio, p99Ratio <= 2, `${fixed2(p99Ratio)}× (${fmt(plugin?.p99, 2)} ms vs ${fmt(limit?.p99, 2)} ms)`),
+    check('inside Kuzzle, CoAP ≥ HTTP req/s for server:now', ratios['coap/http server:now'], ratios['coap/http server:now'] >= 1, `${fixed2(ratios['coap/http server:now'])}×`),
+    check('inside Kuzzle, CoAP ≥ HTTP req/s for document:create', ratios['coap/http document:create'], ratios['coap/http document:create'] >= 1, `${fixed2(ratios['coap/http document:create'])}×`),
+    check('≤ 1 KB heap per idle endpoint', m?.idleEndpoints.heapPerEndpoint, m?.idleEndpoints.heapPerEndpoint <= 1024, `${fmt(m?.idleEndpoints.heapPerEndpoint)} B`),
+    check('≤ 1.5 KB heap per observe relation', m?.relations.heapPerRelation, m?.relations.heapPerRelation <= 1536, `${fmt(m?.relations.heapPerRelation)} B`),
+    check('deduplication store within its configured bound', m?.dedup.withinBound, m?.dedup.withinBound === true,
+      m ? `${m.dedup.entries}/${m.dedup.bound.maxEntries} entries, ${m.dedup.bytes}/${m.dedup.bound.maxBytes} B accounted` : ''),
+    check("deduplication store's real memory within its byte bound", m?.dedup.realBytes, m?.dedup.realWithinByteBound === true,
+      m ? `${m.dedup.realBytes} B heap+buffers for ${m.dedup.entries} entries vs ${m.dedup.bound.maxBytes} B` : ''),
+    check('fan-out to 10,000 relations: last notification sent within 250 ms', f?.lastSentMs, f?.lastSentMs <= 250 && f?.received >= f?.relations,
+      f ? `${fmt(f.lastSentMs, 1)} ms for ${f.relations} relations, ${f.received} received` : ''),
+    check('10% loss each way: every CON request executed exactly once', l?.exactlyOnce, l?.exactlyOnce === true,
+      l ? `once ${l.executions.once}/${l.requests}, twice+ ${l.executions.duplicated}, never ${l.executions.missing}; answered ${l.answered}, gave up ${l.gaveUp} (RFC odds ${l.expectedGaveUp})` : ''),
+  ];
+  return { ratios, p99Ratio, cpuEfficiency, targets };
+}
+
+function render(results, evaluation) {
+  const out = [];
+  const t = results.throughput;
+  if (t) {
+    const limit = t.targets.find((x) => x.id === 'limit');
+    out.push(table(`1. Throughput and latency: ${t.params.sockets} endpoints × ${t.params.window} CON in flight (HTTP: ${t.params.sockets * t.params.window} concurrent requests; Kuzzle closes each connection after its answer), ${t.params.rounds} rounds × ${t.params.durationMs} ms, medians`,
+      ['server', 'req/s', '× limit', 'p50 ms', 'p99 ms', 'p99 × limit', 'server CPU', 'CPU µs/req', 'client CPU', 'lost'],
+      t.targets.map((x) => [x.label, fmt(x.rps), fixed2(ratio(x.rps, limit?.rps)), fmt(x.p50, 2), fmt(x.p99, 2), fixed2(ratio(x.p99, limit?.p99)), fixed2(x.serverCpu), fmt(x.cpuUsPerRequest), fixed2(x.clientCpu), fmt(x.lost)])));
+    out.push('   server CPU: cores the server process used during the run; CPU µs/req: its CPU time per answered request (steadier than req/s on a shared machine)');
+    const plugin = t.targets.find((x) => x.id === 'plugin');
+    if (plugin?.rounds.some((r) => r.dedup)) {
+      out.push(`   plugin (minimal), round by round: CPU µs/req ${plugin.rounds.map((r) => r.cpuUsPerRequest).join(', ')}; dedup store after each: ${plugin.rounds.map((r) => `${r.dedup?.entries} entries/${Math.round((r.dedup?.bytes ?? 0) / 1048576)} MB, ${r.dedup?.evicted} evicted`).join('; ')}`);
+    }
+    const pairs = ['now', 'create'].map((action) => [action, t.targets.find((x) => x.id === `kuzzle-coap-${action}`), t.targets.find((x) => x.id === `kuzzle-http-${action}`)]).filter(([, c, h]) => c && h);
+    if (pairs.length) {
+      out.push(table('   Inside Kuzzle 2.56: CoAP plugin vs Kuzzle HTTP, same concurrency',
+        ['action', 'CoAP req/s', 'HTTP req/s', 'CoAP/HTTP', 'CoAP p99 ms', 'HTTP p99 ms'],
+        pairs.map(([action, c, h]) => [action === 'now' ? 'server:now' : 'document:create', fmt(c.rps), fmt(h.rps), fixed2(ratio(c.rps, h.rps)), fmt(c.p99, 2), fmt(h.p99, 2)])));
+    }
+  }
+  const m = results.memory;
+  if (m) {
+    out.push(table('2. Memory (heapUsed after gc(), server process)', ['measure', 'value', 'detail'], [
+      ['heap per idle endpoint', `${fmt(m.idleEndpoints.heapPerEndpoint)} B`, `${m.idleEndpoints.endpoints} endpoints, after their dedup entries expired`],
+      ['  with its dedup entry', `${fmt(m.idleEndpoints.heapPerEndpointWithDedup)} B`, `right after the request (+${fmt(m.idleEndpoints.arrayBuffersPerEndpoint)} B buffers once expired)`],
+      ['heap per observe relation', `${fmt(m.relations.heapPerRelation)} B`, `${m.relations.registered}/${m.relations.requested} relations over ${m.relations.endpoints} endpoints`],
+      ['  with its dedup entry', `${fmt(m.relations.heapPerRelationWithDedup)} B`, `right after registration (+${fmt(m.relations.arrayBuffersPerRelation)} B buffers once expired)`],
+      ['dedup store entries', `${m.dedup.entries}`, `bound ${m.dedup.bound.maxEntries}; ${m.dedup.evicted} evicted; after ${m.dedup.durationMs} ms at ${m.dedup.rps} req/s`],
+      ['dedup store bytes (accounted)', `${m.dedup.bytes}`, `bound ${m.dedup.bound.maxBytes}; ${fmt(m.dedup.accountedBytesPerEntry)} B/entry`],
+      ['dedup store bytes (real)', `${m.dedup.realBytes}`, `heap ${m.dedup.realHeapBytes} + buffers ${m.dedup.realBufferBytes}; ~${fmt(m.dedup.realBytesPerEntry)} B/entry`],
+    ]));
+  }
+  if (m) {
+    for (const [title, rows] of [['idle endpoint', m.idleEndpoints.byType], ['observe relation', m.relations.byType], ['dedup entry', m.dedup.byType]]) {
+      if (!rows) continue;
+      out.push(table(`   Heap growth per ${title}, by kind (heap snapshots)`, ['kind', 'B', 'objects'], rows.map((r) => [r.kind, fmt(r.bytesPerUnit, 1), fmt(r.objectsPerUnit, 2)])));
+    }
+  }
+  const f = results.fanout;
+  if (f) {
+    out.push(table(`3. Fan-out: one broadcast to ${f.relations} observe relations (${f.endpoints} endpoints), median of ${f.runs.length - 1} after a warm-up`, ['measure', 'ms', 'cold (first) ms'], [
+      ['broadcast() returned', fmt(f.syncMs, 1), fmt(f.cold.syncMs, 1)],
+      ['last notification left the socket', fmt(f.lastSentMs, 1), fmt(f.cold.lastSentMs, 1)],
+      ['last notification received', fmt(f.lastReceivedMs, 1), fmt(f.cold.lastReceivedMs, 1)],
+      ['notifications received (min)', fmt(f.received), fmt(f.cold.received)],
+    ]));
+  }
+  const l = results.loss;
+  if (l) {
+    out.push(table(`4. Loss: ${l.requests} CON requests, ${l.dropRate * 100}% dropped each way, ${l.inFlight} in flight, ACK_TIMEOUT ${l.ackTimeoutMs} ms, ${l.where}`, ['measure', 'value'], [
+      ['executed exactly once', `${l.executions.once}/${l.requests} (twice+ ${l.executions.duplicated}, never ${l.executions.missing})`],
+      ['answered / gave up', `${l.answered} / ${l.gaveUp} (expected from RFC 7252 odds: ${l.expectedGaveUp})`],
+      ['retransmissions / empty ACKs / separate', `${l.retransmissions} / ${l.emptyAcks} / ${l.separate}`],
+      ['time for all', `${l.elapsedMs} ms (p50 ${fmt(l.latencyMs.p50, 1)} ms, p99 ${fmt(l.latencyMs.p99, 1)} ms, max ${fmt(l.latencyMs.max, 1)} ms)`],
+      ['datagrams dropped', `to server ${l.proxy.droppedToServer}/${l.proxy.droppedToServer + l.proxy.toServer}, to client ${l.proxy.droppedToClient}/${l.proxy.droppedToClient + l.proxy.toClient}`],
+    ]));
+  }
+  if (evaluation.cpuEfficiency['plugin/limit'] !== null) {
+    out.push(`\nBy server CPU time per request (information): plugin/limit ${fixed2(evaluation.cpuEfficiency['plugin/limit'])}, plugin/node-coap ${fixed2(evaluation.cpuEfficiency['plugin/node-coap'])}`);
+  }
+  out.push('\nTargets');
+  for (const target of evaluation.targets) {
+    const verdict = target.pass === null ? 'SKIP' : target.pass ? 'PASS' : 'FAIL';
+    out.push(`${verdict} ${target.name}: ${target.pass === null ? 'not measured' : target.detail}`);
+  }
+  return out.join('\n');
+}
+
+/** The last lines of every run, exactly in this form. */
+function ratioLines(evaluation) {
+  return Object.entries(evaluation.ratios).map(([name, value]) => `ratio ${name}: ${value === null ? 'n/a' : value.toFixed(2)}`).join('\n');
+}
+
+module.exports = { evaluate, render, ratioLines };

@@ -1,0 +1,107 @@
+'use strict';
+// Scenario 1: request throughput and latency of every server under test, in
+// interleaved rounds (the median of the rounds is reported), with the same
+// closed-loop load: `sockets` endpoints × `window` CON requests in flight, or
+// as many keep-alive HTTP connections with one request each.
+const path = require('node:path');
+const { spawnChild } = require('../lib/procs');
+const { median, cpuSeconds } = require('../lib/util');
+
+const SERVERS = path.join(__dirname, '..', 'servers');
+const NOW = { path: ['api', 'server', 'now'] };
+const DOC = { temperature: 21.5, humidity: 40, device: 'bench-sensor' };
+const createCoap = (kuzzle) => ({ path: ['api', 'document', 'create'], query: [`index=${kuzzle.index}`, `collection=${kuzzle.collection}`], payloadKind: 'cbor', payloadJson: DOC });
+const createHttp = (kuzzle) => ({ request: { controller: 'document', action: 'create', index: kuzzle.index, collection: kuzzle.collection, body: DOC } });
+
+async function startServers({ quick, cpu }) {
+  const started = {
+    limit: spawnChild(path.join(SERVERS, 'limit.js'), [], { name: 'limit server', cpu }),
+    nodeCoap: spawnChild(path.join(SERVERS, 'nodeCoap.js'), [], { name: 'node-coap server', cpu }),
+    plugin: spawnChild(path.join(SERVERS, 'plugin.js'), [JSON.stringify({ entry: 'minimal' })], { name: 'plugin server', cpu }),
+    double: quick ? null : spawnChild(path.join(SERVERS, 'plugin.js'), [JSON.stringify({ entry: 'double' })], { name: 'plugin+double server', cpu }),
+  };
+  const out = {};
+  for (const [key, promise] of Object.entries(started)) out[key] = await promise;
+  return out;
+}
+
+function targetsFor(servers, kuzzle) {
+  const targets = [
+    { id: 'limit', label: '(a) limit: dgram + coap-packet', kind: 'coap', port: servers.limit.info.port, pid: servers.limit.pid, ...NOW },
+    { id: 'node-coap', label: '(b) node-coap createServer', kind: 'coap', port: servers.nodeCoap.info.port, pid: servers.nodeCoap.pid, ...NOW },
+    { id: 'plugin', label: '(c) plugin, minimal entry point', kind: 'coap', port: servers.plugin.info.port, pid: servers.plugin.pid, server: servers.plugin, ...NOW },
+  ];
+  if (servers.double) {
+    targets.push({ id: 'plugin+double', label: '(c) plugin + hostDouble', kind: 'coap', port: servers.double.info.port, pid: servers.double.pid, server: servers.double, ...NOW });
+  }
+  if (kuzzle) {
+    const k = { pid: kuzzle.host.kuzzle.pid };
+    targets.push(
+      { id: 'kuzzle-coap-now', label: '(d) Kuzzle CoAP server:now', kind: 'coap', port: kuzzle.host.coapPort, ...k, ...NOW },
+      { id: 'kuzzle-http-now', label: '(d) Kuzzle HTTP server:now', kind: 'http', port: kuzzle.host.httpPort, ...k, request: { controller: 'server', action: 'now' } },
+      { id: 'kuzzle-coap-create', label: '(d) Kuzzle CoAP document:create', kind: 'coap', port: kuzzle.host.coapPort, ...k, ...createCoap(kuzzle) },
+      { id: 'kuzzle-http-create', label: '(d) Kuzzle HTTP document:create', kind: 'http', port: kuzzle.host.httpPort, ...k, ...createHttp(kuzzle) },
+    );
+  }
+  return targets;
+}
+
+/** One timed run of the agent's load generator against a target; adds the server's CPU use. */
+async function runOnce(agent, target, { sockets, window, durationMs }) {
+  const cpu0 = cpuSeconds(target.pid);
+  const result = target.kind === 'coap'
+    ? await agent.call('coapLoad', { port: target.port, path: target.path, query: target.query, payloadKind: target.payloadKind, payloadJson: target.payloadJson, sockets, window, durationMs, drainMs: 3000 })
+    : await agent.call('httpLoad', { port: target.port, request: target.request, concurrency: sockets * window, durationMs, drainMs: 3000 });
+  const cpu1 = cpuSeconds(target.pid);
+  result.serverCpu = cpu0 === null || cpu1 === null ? null : Math.round(((cpu1 - cpu0) / (result.elapsedMs / 1000)) * 100) / 100;
+  // CPU time the server spent per answered request: steadier than req/s on a shared machine.
+  // The plugin's deduplication store after the run: it fills up to its bound within seconds at full load.
+  if (target.server) result.dedup = (await target.server.call('stats')).transport.deduplication;
+  result.cpuUsPerRequest = cpu0 === null || cpu1 === null || result.completed === 0 ? null : Math.round(((cpu1 - cpu0) * 1e6) / result.completed);
+  return result;
+}
+
+/**
+ * @returns {Promise<{params, targets: Array<{id, label, rps, p50, p99, rounds}>}>}
+ */
+async function throughput({ agent, kuzzle, quick, cpu = null, params, progress }) {
+  const servers = await startServers({ quick, cpu });
+  try {
+    const targets = targetsFor(servers, kuzzle);
+    // Warm-up: JIT, Kuzzle's caches, the collection's first documents.
+    for (const target of targets) await runOnce(agent, target, { ...params, durationMs: params.warmupMs });
+    const rounds = new Map(targets.map((t) => [t.id, []]));
+    for (let round = 0; round < params.rounds; round++) {
+      // Rotate the order from round to round: no target always follows the same neighbour.
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]);
+      for (const target of order) {
+        const result = await runOnce(agent, target, params);
+        rounds.get(target.id).push(result);
+        progress(`  round ${round + 1}/${params.rounds} ${target.id}: ${result.rps} req/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, server CPU ${result.serverCpu} (${result.cpuUsPerRequest} µs/req), client CPU ${result.clientCpu}${result.unfinished || result.gaveUp ? `, lost ${result.unfinished + (result.gaveUp ?? 0)}` : ''}`);
+      }
+    }
+    return {
+      params,
+      targets: targets.map((target) => {
+        const runs = rounds.get(target.id);
+        return {
+          id: target.id,
+          label: target.label,
+          rps: median(runs.map((r) => r.rps)),
+          p50: median(runs.map((r) => r.latencyMs.p50)),
+          p99: median(runs.map((r) => r.latencyMs.p99)),
+          serverCpu: median(runs.map((r) => r.serverCpu)),
+          cpuUsPerRequest: median(runs.map((r) => r.cpuUsPerRequest)),
+          clientCpu: median(runs.map((r) => r.clientCpu)),
+          lost: runs.reduce((sum, r) => sum + (r.unfinished ?? 0) + (r.gaveUp ?? 0) + (r.errors ?? 0), 0),
+          codes: runs.reduce((all, r) => { for (const [c, n] of Object.entries(r.codes)) all[c] = (all[c] ?? 0) + n; return all; }, {}),
+          rounds: runs.map((r) => ({ rps: r.rps, p50: r.latencyMs.p50, p99: r.latencyMs.p99, serverCpu: r.serverCpu, cpuUsPerRequest: r.cpuUsPerRequest, clientCpu: r.clientCpu, retransmissions: r.retransmissions, separate: r.separate, dedup: r.dedup })),
+        };
+      }),
+    };
+  } finally {
+    await Promise.all(Object.values(servers).filter(Boolean).map((s) => s.stop()));
+  }
+}
+
+module.exports = { throughput };
