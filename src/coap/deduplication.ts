@@ -9,8 +9,12 @@
 import { BoundedStore } from './boundedStore';
 import { EXCHANGE_LIFETIME_MS } from './constants';
 
-/** Rough heap cost of one entry besides its key and answer: map slot, slot object. */
-const ENTRY_OVERHEAD = 96;
+/**
+ * Memory of one entry besides its key's characters and its answer's bytes, as heap snapshots
+ * showed it (npm run bench -- --heap-detail): the answer's Buffer object, the concatenated key
+ * string's pieces, the map's storage and the store's slot.
+ */
+const ENTRY_OVERHEAD = 310;
 
 export interface DeduplicationLimits {
   maxEntries: number;

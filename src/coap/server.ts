@@ -8,6 +8,7 @@
  * Time is driven by one periodic tick, not by timers per message.
  */
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import net from 'node:net';
 import { Block1Assembler, Block2Store, StoredBody, blockSize, decodeBlock, encodeBlock, szxFor } from './blockwise';
 import { Code, NO_RESPONSE_BITS, Option, Type, UNDERSTOOD_CRITICAL, codeText } from './constants';
@@ -63,7 +64,9 @@ export const diagnosticError: ErrorFormatter = (_exchange, code, _reason, messag
 });
 
 const EMPTY = Buffer.alloc(0);
-const WELL_KNOWN_CORE = '.well-known/core';
+function isWellKnownCore(path: readonly string[]): boolean {
+  return path.length === 2 && path[0] === '.well-known' && path[1] === 'core';
+}
 const LINK_FORMAT = 40;
 const SAFE_METHODS = new Set([1, 5]); // GET, FETCH: may run again to serve a block
 
@@ -101,7 +104,18 @@ export class CoapServer implements Responder {
   listen(): Promise<{ address: string; port: number }> {
     const { host, port } = this.options;
     const ipv6 = net.isIPv6(host);
-    const socket = dgram.createSocket({ type: ipv6 ? 'udp6' : 'udp4', ipv6Only: false, reuseAddr: false });
+    const socket = dgram.createSocket({
+      type: ipv6 ? 'udp6' : 'udp4',
+      ipv6Only: false,
+      reuseAddr: false,
+      // Peers are always addresses: skip the name lookup that defers every send by a tick
+      // (a host name given as the listen address is still resolved).
+      lookup: (address, options, callback) => {
+        const family = net.isIP(address);
+        if (family === 0) dns.lookup(address, options, callback);
+        else callback(null, address, family);
+      },
+    });
     return new Promise((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException): void => {
         socket.close();
@@ -267,7 +281,7 @@ export class CoapServer implements Responder {
       const relation = this.observers.find(exchange.remote, exchange.token);
       if (relation !== undefined) this.observers.end(relation, 'deregistered');
     }
-    if (exchange.path.join('/') === WELL_KNOWN_CORE) {
+    if (isWellKnownCore(exchange.path)) {
       this.serveLinks(exchange);
       return;
     }
@@ -386,7 +400,7 @@ export class CoapServer implements Responder {
   sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: (outcome: Outcome) => void): number {
     const szx = relation.szx === null ? this.preferredSzx : Math.min(relation.szx, this.preferredSzx);
     const extra = sequence === null ? response.options ?? [] : withOption(response.options ?? [], Option.OBSERVE, encodeUint(sequence));
-    const framed = this.frame(response, extra, relation.resourceKey, szx, 0, false, Date.now()) as Framed;
+    const framed = this.frame(response, extra, relation, szx, 0, false, Date.now()) as Framed;
     const build = (id: number): Buffer => encodeMessage(confirmable ? Type.CON : Type.NON, framed.code, id, relation.token, framed.options, framed.payload);
     if (confirmable) return this.sendConfirmable(relation.remote, build, onDone);
     return this.sendNonConfirmable(relation.remote, build);
@@ -403,7 +417,7 @@ export class CoapServer implements Responder {
       if (response.code >> 5 === 2 && !relation.ended) extra = withOption(extra, Option.OBSERVE, encodeUint(relation.nextSequence()));
       else this.observers.end(relation, 'ended');
     }
-    const framed = this.frame(response, extra, exchange.resourceKey, this.szxFor(exchange), exchange.block2?.num ?? 0, exchange.wantsSize2, exchange.receivedAt);
+    const framed = this.frame(response, extra, exchange, this.szxFor(exchange), exchange.block2?.num ?? 0, exchange.wantsSize2, exchange.receivedAt);
     this.transmit(exchange, framed ?? this.pastTheEnd(exchange));
   }
 
@@ -420,15 +434,15 @@ export class CoapServer implements Responder {
   /**
    * The wire form of an answer: with its Content-Format and, when it does not
    * fit one block (or a later block is asked for), block `num` of the body,
-   * stored under `resourceKey` for the blocks that follow. Null when `num` is
-   * past the end.
+   * stored under the resource's key for the blocks that follow (the key is
+   * only built then). Null when `num` is past the end.
    */
-  private frame(response: CoapResponse, extra: readonly CoapOption[], resourceKey: string, szx: number, num: number, wantsSize2: boolean, now: number): Framed | null {
+  private frame(response: CoapResponse, extra: readonly CoapOption[], resource: { readonly resourceKey: string }, szx: number, num: number, wantsSize2: boolean, now: number): Framed | null {
     const payload = response.payload ?? EMPTY;
     if (payload.length <= blockSize(szx) && num === 0) {
       return { code: response.code, options: withContentFormat(extra, response.contentFormat), payload };
     }
-    return blockOf(this.bodies.store(resourceKey, response.code, response.contentFormat, payload, now), extra, num, szx, wantsSize2);
+    return blockOf(this.bodies.store(resource.resourceKey, response.code, response.contentFormat, payload, now), extra, num, szx, wantsSize2);
   }
 
   /** Puts an answer on the wire: piggybacked, separate CON, or NON; honours No-Response. */

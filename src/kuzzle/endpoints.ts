@@ -44,6 +44,8 @@ export class Endpoints {
     if (endpoint === undefined) {
       if (this.byKey.size >= this.limits.maxConnections) return undefined;
       const connection = new this.context.ClientConnection(this.protocol, [clientIp(remote.address)]);
+      // Kuzzle's uuid comes as a chain of string pieces (~490 B); reading a character flattens it (~63 B).
+      connection.id.charCodeAt(0);
       endpoint = { remote, connection, lastSeen: now, session: null };
       this.byKey.set(remote.key, endpoint);
       this.byConnectionId.set(connection.id, endpoint);

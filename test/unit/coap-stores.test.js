@@ -69,3 +69,19 @@ test('Deduplicator stays within its bounds under a flood of distinct messages', 
   // the most recent ones are still deduplicated
   assert.equal(dedup.check(`10.0.0.${19999 % 250}|${5000 + (19999 % 7)}#19999`, 20000).state, 'answered');
 });
+
+test('BoundedStore: entries replaced or deleted out of order do not keep the queue growing', () => {
+  const store = new BoundedStore({ maxEntries: 10, maxBytes: 1e9, lifetimeMs: 1e9 });
+  for (let i = 0; i < 100000; i++) {
+    store.set(`k${i % 5}`, i, 1, 0); // replaced over and over
+    store.set(`d${i}`, i, 1, 0);
+    store.delete(`d${i}`); // deleted at once
+  }
+  assert.equal(store.size, 5);
+  assert.ok(store.queue.length - store.head <= 2 * store.size + 1025, `queue ${store.queue.length - store.head}`);
+  // age order survives: the oldest of the five goes first
+  for (let i = 0; i < 10; i++) store.set(`n${i}`, i, 1, 0);
+  assert.equal(store.size, 10);
+  assert.equal(store.get('k0', 0), undefined);
+  assert.equal(store.get('n9', 0), 9);
+});
