@@ -13,8 +13,6 @@
  * never acknowledged (then every relation of that endpoint ends: it is
  * unreachable), or by the application. Its owner hears why through `onEnd`.
  */
-import { BoundedStore } from './boundedStore';
-import { NON_LIFETIME_MS } from './constants';
 import type { CoapResponse, Remote } from './exchange';
 import type { Outcome } from './retransmission';
 
@@ -41,7 +39,7 @@ export interface NotificationWire {
     response: CoapResponse,
     sequence: number | null,
     confirmable: boolean,
-    onDone: (outcome: Outcome) => void,
+    onDone: ((outcome: Outcome) => void) | undefined,
   ): number;
 }
 
@@ -94,24 +92,28 @@ interface Pending {
   final: boolean;
 }
 
+/** How many recent NON notifications per endpoint an RST can still be matched to. */
+const RECENT_NON = 8;
+
 interface ObserverEndpoint {
   relations: Set<Observation>;
   conInFlight: boolean;
   queue: Pending[];
+  /** Ring of the last NON notifications' message IDs and relations, so that an RST ends the right one. */
+  recentMessageIds: number[];
+  recentRelations: (Observation | null)[];
+  recentNext: number;
 }
 
 export class ObserveLayer {
   private readonly relations = new Map<string, Observation>();
   private readonly endpoints = new Map<string, ObserverEndpoint>();
-  /** Recent NON notifications, so that an RST answering one ends its relation. */
-  private readonly sentNon: BoundedStore<Observation>;
   private readonly counters = { notifications: 0, dropped: 0, ended: 0 };
 
   constructor(
     private readonly options: ObserveOptions,
     private readonly wire: NotificationWire,
   ) {
-    this.sentNon = new BoundedStore({ maxEntries: options.maxRelations * 4, maxBytes: Infinity, lifetimeMs: NON_LIFETIME_MS });
   }
 
   get stats(): { relations: number; observers: number; notifications: number; dropped: number; ended: number; queued: number } {
@@ -138,19 +140,24 @@ export class ObserveLayer {
     this.relations.set(key, relation);
     let endpoint = this.endpoints.get(remote.key);
     if (endpoint === undefined) {
-      endpoint = { relations: new Set(), conInFlight: false, queue: [] };
+      endpoint = {
+        relations: new Set(), conInFlight: false, queue: [],
+        recentMessageIds: new Array(RECENT_NON).fill(-1), recentRelations: new Array(RECENT_NON).fill(null), recentNext: 0,
+      };
       this.endpoints.set(remote.key, endpoint);
     }
     endpoint.relations.add(relation);
     return relation;
   }
 
-  /** An RST from an endpoint: ends the relation whose NON notification it answers. */
-  reset(remote: Remote, messageId: number, now: number): boolean {
-    const key = `${remote.key}#${messageId}`;
-    const relation = this.sentNon.get(key, now);
-    if (relation === undefined) return false;
-    this.sentNon.delete(key);
+  /** An RST from an endpoint: ends the relation whose recent NON notification it answers. */
+  reset(remote: Remote, messageId: number): boolean {
+    const endpoint = this.endpoints.get(remote.key);
+    if (endpoint === undefined) return false;
+    const at = endpoint.recentMessageIds.indexOf(messageId);
+    const relation = at === -1 ? null : endpoint.recentRelations[at];
+    if (relation === null) return false;
+    endpoint.recentRelations[at] = null;
     this.end(relation, 'reset');
     return true;
   }
@@ -178,11 +185,6 @@ export class ObserveLayer {
   endAll(reason: EndReason): void {
     for (const relation of [...this.relations.values()]) this.end(relation, reason);
     this.endpoints.clear();
-    this.sentNon.clear();
-  }
-
-  sweep(now: number): void {
-    this.sentNon.sweep(now);
   }
 
   private enqueue(item: Pending): void {
@@ -216,10 +218,13 @@ export class ObserveLayer {
       relation.sinceCon++;
     }
     this.counters.notifications++;
-    const messageId = this.wire.sendNotification(relation, item.response, sequence, confirmable, (outcome) =>
-      this.settled(endpoint, relation, outcome),
-    );
-    if (!confirmable) this.sentNon.set(`${relation.remote.key}#${messageId}`, relation, 64, now);
+    const onDone = confirmable ? (outcome: Outcome): void => this.settled(endpoint, relation, outcome) : undefined;
+    const messageId = this.wire.sendNotification(relation, item.response, sequence, confirmable, onDone);
+    if (!confirmable) {
+      endpoint.recentMessageIds[endpoint.recentNext] = messageId;
+      endpoint.recentRelations[endpoint.recentNext] = relation;
+      endpoint.recentNext = (endpoint.recentNext + 1) % RECENT_NON;
+    }
   }
 
   private wantsConfirmable(relation: Observation, now: number): boolean {

@@ -214,7 +214,7 @@ export class CoapServer implements Responder {
     const { type, code } = message;
     if (type === Type.ACK || type === Type.RST) {
       const settled = this.retransmitter.settle(`${remote.key}#${message.messageId}`, type === Type.ACK ? 'acked' : 'reset');
-      if (!settled && type === Type.RST) this.observers.reset(remote, message.messageId, Date.now());
+      if (!settled && type === Type.RST) this.observers.reset(remote, message.messageId);
       return;
     }
     if (code === Code.EMPTY || code >> 5 !== 0 || message.token.length > this.options.maxTokenLength) {
@@ -397,7 +397,7 @@ export class CoapServer implements Responder {
     return this.observers.register(exchange.remote, exchange.token, exchange.resourceKey, exchange.confirmable, szx, exchange.receivedAt);
   }
 
-  sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: (outcome: Outcome) => void): number {
+  sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: ((outcome: Outcome) => void) | undefined): number {
     const szx = relation.szx === null ? this.preferredSzx : Math.min(relation.szx, this.preferredSzx);
     const extra = sequence === null ? response.options ?? [] : withOption(response.options ?? [], Option.OBSERVE, encodeUint(sequence));
     const framed = this.frame(response, extra, relation, szx, 0, false, Date.now()) as Framed;
@@ -489,7 +489,6 @@ export class CoapServer implements Responder {
       this.dedup.sweep(now);
       this.uploads.sweep(now);
       this.bodies.sweep(now);
-      this.observers.sweep(now);
       this.reportDrops();
     }
   }
