@@ -11,11 +11,17 @@ import { EXCHANGE_LIFETIME_MS } from './constants';
 
 /**
  * Memory of one entry besides its key's characters and its answer's bytes, as heap snapshots
- * showed it (npm run bench -- --heap-detail): the answer's Buffer object, the concatenated key
- * string's pieces, the map's storage, the store's slot and the shared Buffer pool a
- * retained answer keeps alive (measured about 690 B for a 200-byte answer).
+ * showed it (npm run bench -- --heap-detail): the answer's Buffer view, the concatenated key
+ * string's pieces, the map's storage and the store's slot.
  */
-const ENTRY_OVERHEAD = 480;
+const ENTRY_OVERHEAD = 330;
+
+/**
+ * Answers are copied into slabs of their own: a datagram from Node's shared Buffer pool would
+ * keep its whole 8 KB pool page alive, with every other request's allocations in it. Entries
+ * leave in age order, so slabs are freed in order too.
+ */
+const SLAB_SIZE = 64 * 1024;
 
 export interface DeduplicationLimits {
   maxEntries: number;
@@ -29,6 +35,8 @@ const IN_PROGRESS: Seen = { state: 'in-progress' };
 
 export class Deduplicator {
   private readonly store: BoundedStore<Buffer | null>;
+  private slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+  private slabUsed = 0;
 
   constructor(limits: DeduplicationLimits, lifetimeMs = EXCHANGE_LIFETIME_MS) {
     this.store = new BoundedStore({ ...limits, lifetimeMs });
@@ -46,7 +54,19 @@ export class Deduplicator {
 
   /** Records the datagram that answered the message, to replay it for duplicates. */
   answered(key: string, answer: Buffer): void {
-    this.store.update(key, answer, ENTRY_OVERHEAD + key.length + answer.length);
+    this.store.update(key, this.keep(answer), ENTRY_OVERHEAD + key.length + answer.length);
+  }
+
+  private keep(answer: Buffer): Buffer {
+    if (answer.length > SLAB_SIZE / 8) return Buffer.from(answer); // rare: large piggybacked answers
+    if (this.slabUsed + answer.length > SLAB_SIZE) {
+      this.slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      this.slabUsed = 0;
+    }
+    const kept = this.slab.subarray(this.slabUsed, this.slabUsed + answer.length);
+    answer.copy(kept);
+    this.slabUsed += answer.length;
+    return kept;
   }
 
   sweep(now: number): void {

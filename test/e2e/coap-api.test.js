@@ -9,10 +9,11 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const coap = require('coap');
 const { startKuzzleHost } = require('../kuzzle-host');
-const { decodeWithCbor2 } = require('../support/peers');
+const { coapClient, decodeWithCbor2, killAll } = require('../support/peers');
+const { CF, option } = require('../support/raw');
+const { removeTmp, sleep, tmpFile } = require('../support/util');
 const {
-  CF, E2E_PLUGIN, RawEndpoint, coapClient, coapJson, encodeCbor, fetchBlockwise, killAll, kuzzleHttp,
-  nodeCoap, removeTmp, sleep, tmpFile, waitUntil,
+  E2E_PLUGIN, coapJson, encodeCbor, fetchBlockwise, kuzzleHttp, nodeCoap, rawEndpoint, waitUntil,
 } = require('./helpers');
 
 const IDLE_TIMEOUT_MS = 1500;
@@ -46,7 +47,7 @@ after(async () => {
 });
 
 async function raw(behaviour) {
-  const endpoint = await RawEndpoint.open(host.coapPort, behaviour);
+  const endpoint = await rawEndpoint(host.coapPort, behaviour);
   raws.add(endpoint);
   return endpoint;
 }
@@ -121,7 +122,7 @@ test('server:info: a large answer in Block2 blocks, equal to HTTP server:info in
     assert.equal(block.block2.szx, 2, 'the server keeps the 64-byte size the client asked for');
     assert.equal(block.payload.length, i < blocks.length - 1 ? 64 : block.payload.length);
     assert.ok(block.payload.length <= 64);
-    assert.deepEqual(block.option('ETag'), blocks[0].option('ETag'), 'one representation');
+    assert.deepEqual(option(block, 'ETag'), option(blocks[0], 'ETag'), 'one representation');
   }
   assert.equal(contentFormat, CF.CBOR);
   assert.deepEqual(stableInfo(decodeWithCbor2(payload).value.result), expected);
@@ -194,7 +195,7 @@ test('index, collection and document actions with CBOR bodies; HTTP reads back t
     nested: { list: [1, 2.5, 'x', true, null], empty: {} }, unicode: 'é✓',
   };
   // create: coap-client with the CBOR body in a file
-  const cborFile = tmpFile('probe.cbor', encodeCbor(content));
+  const cborFile = tmpFile(encodeCbor(content), 'probe.cbor');
   const created = await coapJson(`${url}/api/document/create?${where}&_id=p1`, { cborFile });
   assert.equal(created.code, '2.xx', JSON.stringify(created.body));
   assert.deepEqual(withoutMeta(created.body.result._source), content);

@@ -10,7 +10,7 @@ const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const dgram = require('node:dgram');
 const { startKuzzleHost } = require('../kuzzle-host');
-const { RawEndpoint, childProcesses, waitUntil } = require('./helpers');
+const { childProcesses, rawEndpoint, waitUntil } = require('./helpers');
 
 const hosts = new Set();
 const sockets = new Set();
@@ -94,14 +94,14 @@ test('values from environment variables, as strings, are read (kuzzle_server__pr
     for (const name of Object.keys(env)) delete process.env[name];
   }
   hosts.add(host);
-  const endpoint = await RawEndpoint.open(host.coapPort);
+  const endpoint = await rawEndpoint(host.coapPort);
   try {
     const first = await endpoint.request({ path: '/api/server/info' });
     assert.equal(first.code, '2.05');
     assert.equal(first.block2?.szx, 2, 'blockSize "64" from the environment');
     assert.equal(first.payload.length, 64);
     const now = await endpoint.request({ path: '/api/server/now' });
-    assert.deepEqual(Object.keys(now.body()), ['now'], 'envelope "compact" from the environment');
+    assert.deepEqual(Object.keys(now.body), ['now'], 'envelope "compact" from the environment');
   } finally {
     await endpoint.close();
   }

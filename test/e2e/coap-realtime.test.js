@@ -16,9 +16,10 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { startKuzzleHost } = require('../kuzzle-host');
-const {
-  CF, RawEndpoint, encodeCbor, killAll, kuzzleHttp, lineJson, sleep, spawnCoapClient, waitUntil,
-} = require('./helpers');
+const { killAll, spawnCoapClient } = require('../support/peers');
+const { CF } = require('../support/raw');
+const { sleep } = require('../support/util');
+const { encodeCbor, kuzzleHttp, lineJson, rawEndpoint, waitUntil } = require('./helpers');
 
 const INDEX = 'rt';
 const CON_RETRANSMISSION = { ackTimeoutMs: 200, ackRandomFactor: 1, maxRetransmit: 2 };
@@ -49,7 +50,7 @@ after(async () => {
 });
 
 async function raw(host, behaviour) {
-  const endpoint = await RawEndpoint.open(host.coapPort, behaviour);
+  const endpoint = await rawEndpoint(host.coapPort, behaviour);
   raws.add(endpoint);
   return endpoint;
 }
@@ -91,15 +92,15 @@ async function register(endpoint, name, { token = newToken(), filter, jwt, confi
     accept: format,
     ...(filter === undefined ? {} : { payload: encodeCbor(filter), contentFormat: CF.CBOR }),
   });
-  assert.equal(response.code, '2.05', JSON.stringify(response.body()));
+  assert.equal(response.code, '2.05', JSON.stringify(response.body));
   assert.equal(typeof response.observe, 'number', 'the registration answer carries Observe');
-  const { roomId, channel } = response.body().result;
+  const { roomId, channel } = response.body.result;
   return { token, roomId, channel, answer: response };
 }
 
 /** Notifications of a relation (its token) for document `id`, after message index `from`. */
 function notificationsFor(endpoint, token, id, from = 0) {
-  return endpoint.ofToken(token, from).filter((m) => m.observe !== undefined && m.body()?.result?._id === id);
+  return endpoint.ofToken(token, from).filter((m) => m.observe !== undefined && m.body?.result?._id === id);
 }
 
 /**
@@ -110,7 +111,7 @@ async function assertSilent(host, name, { endpoint, token, mark }, witness) {
   const id = `after-${crypto.randomBytes(3).toString('hex')}`;
   const witnessMark = witness.endpoint.messages.length;
   await createDocument(host, name, { probe: true }, id);
-  await witness.endpoint.waitFor((m) => m.tokenHex === witness.token.toString('hex') && m.body()?.result?._id === id, 3000, witnessMark);
+  await witness.endpoint.waitFor((m) => m.tokenHex === witness.token.toString('hex') && m.body?.result?._id === id, 3000, { from: witnessMark });
   await sleep(300);
   assert.deepEqual(endpoint.ofToken(token, mark).map((m) => `${m.code} ${m.type} obs=${m.observe}`), [], 'nothing after the relation ended');
 }
@@ -183,9 +184,9 @@ test('ending a relation by deregistration (Observe: 1) ends its Kuzzle subscript
   assert.equal(roomId, other.roomId, 'same filter, same room');
   assert.equal(await roomCount(main, roomId), before + 1);
   await createDocument(main, name, { n: 1 }, 'd1');
-  const n1 = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body()?.result?._id === 'd1');
+  const n1 = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body?.result?._id === 'd1');
   await createDocument(main, name, { n: 2 }, 'd2');
-  const n2 = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body()?.result?._id === 'd2');
+  const n2 = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body?.result?._id === 'd2');
   assert.ok(n1.observe > 0 && n2.observe > n1.observe, `Observe numbers increase: ${n1.observe}, ${n2.observe}`);
 
   const answer = await device.request({ method: 'GET', path: '/api/realtime/subscribe', query: [`index=${INDEX}`, `collection=${name}`], observe: 1, token, confirmable: true });
@@ -203,9 +204,9 @@ test('ending a relation by answering a notification with RST ends its Kuzzle sub
   const device = await raw(main);
   const { token, roomId } = await register(device, name);
   assert.equal(await roomCount(main, roomId), before + 1);
-  device.behaviour.onNon = 'rst'; // from now on, every NON message gets a RST
+  device.onNon = 'rst'; // from now on, every NON message gets a RST
   await createDocument(main, name, { n: 1 }, 'r1');
-  const notification = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body()?.result?._id === 'r1');
+  const notification = await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body?.result?._id === 'r1');
   assert.equal(notification.type, 'NON', 'notifications are NON by default');
   assert.equal(await countBecomes(main, roomId, before), before, 'Kuzzle subscription count back to its value before');
   await assertSilent(main, name, { endpoint: device, token, mark: device.messages.length }, other);
@@ -225,9 +226,9 @@ test('CON notifications never acknowledged end every relation of the device and 
 
   const createdAt = Date.now();
   await createDocument(con, name, { n: 1 }, 'c1');
-  const notification = await device.waitFor((m) => m.tokenHex === first.token.toString('hex') && m.body()?.result?._id === 'c1');
+  const notification = await device.waitFor((m) => m.tokenHex === first.token.toString('hex') && m.body?.result?._id === 'c1');
   assert.equal(notification.type, 'CON');
-  const witnessed = await other.endpoint.waitFor((m) => m.tokenHex === other.token.toString('hex') && m.body()?.result?._id === 'c1');
+  const witnessed = await other.endpoint.waitFor((m) => m.tokenHex === other.token.toString('hex') && m.body?.result?._id === 'c1');
   assert.equal(witnessed.type, 'CON');
 
   // 1 + maxRetransmit copies, 200, 400 ms apart, then the endpoint is given up
@@ -253,13 +254,13 @@ test('realtime:unsubscribe over CoAP ends the relation with a final non-2.xx not
   assert.equal(await roomCount(main, roomId), before + 1);
   const mark = device.messages.length;
   const answer = await device.request({ path: '/api/realtime/unsubscribe', payload: encodeCbor({ roomId }), contentFormat: CF.CBOR });
-  assert.equal(answer.code, '2.05', JSON.stringify(answer.body()));
-  assert.equal(answer.body().result.roomId, roomId);
+  assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
+  assert.equal(answer.body.result.roomId, roomId);
 
-  const final = await device.waitFor((m) => m.tokenHex === token.toString('hex'), 3000, mark);
+  const final = await device.waitFor((m) => m.tokenHex === token.toString('hex'), 3000, { from: mark });
   assert.notEqual(final.code.slice(0, 2), '2.', `final notification ${final.code}`);
   assert.equal(final.observe, undefined, 'the final notification has no Observe option');
-  assert.equal(final.body().status, Number(final.code.replace('.', '')));
+  assert.equal(final.body.status, Number(final.code.replace('.', '')));
   assert.equal(await countBecomes(main, roomId, before), before, 'Kuzzle subscription count back to its value before');
   await assertSilent(main, name, { endpoint: device, token, mark: device.messages.length }, other);
 });
@@ -320,13 +321,13 @@ test('bindToken on: after auth:login over CoAP, requests of that endpoint withou
   }
   const login = async (endpoint) => {
     const answer = await endpoint.request({ path: '/api/auth/login', query: ['strategy=local'], payload: encodeCbor({ username: 'bob', password: 'Bob-Secret-1' }), contentFormat: CF.CBOR });
-    assert.equal(answer.code, '2.05', JSON.stringify(answer.body()));
-    return answer.body().result;
+    assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
+    return answer.body.result;
   };
   const authorOf = async (endpoint) => {
     const answer = await endpoint.request({ path: '/api/document/create', query: [`index=${INDEX}`, 'collection=sessions'], payload: encodeCbor({ at: Date.now() }), contentFormat: CF.CBOR });
-    assert.equal(answer.code, '2.05', JSON.stringify(answer.body()));
-    return answer.body().result._source._kuzzle_info.author;
+    assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
+    return answer.body.result._source._kuzzle_info.author;
   };
 
   const device = await raw(main);
@@ -336,7 +337,7 @@ test('bindToken on: after auth:login over CoAP, requests of that endpoint withou
   const stranger = await raw(main);
   assert.equal(await authorOf(stranger), '-1', 'another endpoint is not logged in');
   const logout = await device.request({ path: '/api/auth/logout' });
-  assert.equal(logout.code, '2.05', JSON.stringify(logout.body()));
+  assert.equal(logout.code, '2.05', JSON.stringify(logout.body));
   assert.equal(await authorOf(device), '-1', 'auth:logout unbinds');
 
   const unbound = await raw(con);
@@ -359,21 +360,21 @@ test('TokenExpired: a relation made with a token that expires gets a final 4.01 
   const answer = await device.request({
     path: '/api/auth/login', query: ['strategy=local', 'expiresIn=2s'], payload: encodeCbor({ username: 'carol', password: 'Carol-Secret-1' }), contentFormat: CF.CBOR,
   });
-  assert.equal(answer.code, '2.05', JSON.stringify(answer.body()));
-  const { jwt, expiresAt } = answer.body().result;
+  assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
+  const { jwt, expiresAt } = answer.body.result;
   assert.ok(expiresAt - Date.now() <= 2100, 'a 2 s token');
 
   const { token, roomId } = await register(device, name, { jwt });
   assert.equal(await roomCount(main, roomId), before + 1);
   await createDocument(main, name, { n: 1 }, 'e1');
-  await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body()?.result?._id === 'e1');
+  await device.waitFor((m) => m.tokenHex === token.toString('hex') && m.body?.result?._id === 'e1');
 
   const mark = device.messages.length;
-  const final = await device.waitFor((m) => m.tokenHex === token.toString('hex'), expiresAt - Date.now() + 3000, mark);
-  assert.equal(final.code, '4.01', JSON.stringify(final.body()));
+  const final = await device.waitFor((m) => m.tokenHex === token.toString('hex'), expiresAt - Date.now() + 3000, { from: mark });
+  assert.equal(final.code, '4.01', JSON.stringify(final.body));
   assert.equal(final.observe, undefined, 'final: no Observe option');
-  assert.ok(final.receivedAt >= expiresAt - 50, `ended ${expiresAt - final.receivedAt} ms before the token expired`);
-  assert.equal(final.body().error.id, 'security.token.expired');
+  assert.ok(final.at >= expiresAt - 50, `ended ${expiresAt - final.at} ms before the token expired`);
+  assert.equal(final.body.error.id, 'security.token.expired');
   assert.equal(await countBecomes(main, roomId, before), before, 'Kuzzle subscription count back to its value before');
   await assertSilent(main, name, { endpoint: device, token, mark: device.messages.length }, other);
 });
@@ -390,15 +391,15 @@ test('bindToken: once the bound token expired, a request without jwt gets 4.01, 
   const login = await device.request({
     path: '/api/auth/login', query: ['strategy=local', 'expiresIn=2s'], payload: encodeCbor({ username: 'dave', password: 'Dave-Secret-1' }), contentFormat: CF.CBOR,
   });
-  assert.equal(login.code, '2.05', JSON.stringify(login.body()));
-  const { expiresAt } = login.body().result;
+  assert.equal(login.code, '2.05', JSON.stringify(login.body));
+  const { expiresAt } = login.body.result;
   const create = () => device.request({ path: '/api/document/create', query: [`index=${INDEX}`, `collection=${name}`], payload: encodeCbor({ at: Date.now() }), contentFormat: CF.CBOR });
   const bound = await create();
-  assert.equal(bound.body().result._source._kuzzle_info.author, 'dave');
+  assert.equal(bound.body.result._source._kuzzle_info.author, 'dave');
 
   await sleep(expiresAt - Date.now() + 1000); // Kuzzle's token manager has told the plugin (TokenExpired)
   const expired = await create();
   assert.equal(expired.code, '4.01',
-    `after the bound token expired: ${expired.code}, author ${JSON.stringify(expired.body().result?._source?._kuzzle_info?.author)}`);
-  assert.equal(expired.body().error.id, 'security.token.expired');
+    `after the bound token expired: ${expired.code}, author ${JSON.stringify(expired.body.result?._source?._kuzzle_info?.author)}`);
+  assert.equal(expired.body.error.id, 'security.token.expired');
 });

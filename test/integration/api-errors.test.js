@@ -3,7 +3,8 @@
 // Error bodies are read as JSON (-A 50) from coap-client's stderr, where it prints them.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, coap, logOption, tmpFile, stderrJson } = require('./coap-helpers');
+const { bootDouble, coap, logOption, stderrJson } = require('./coap-helpers');
+const { tmpFile } = require('../support/util');
 
 let double;
 let port;

@@ -2,20 +2,17 @@
 // Request body limits and Block1 ordering (maxRequestSize: 4096): 4.13 with Size1, 4.08 on gaps.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, coap, logOption, tmpFile, rawClient, option, readUint, readBlock, json } = require('./coap-helpers');
+const { bootWithRawClient, coap, logOption, json } = require('./coap-helpers');
+const { option, readUint, readBlock } = require('../support/raw');
+const { tmpFile } = require('../support/util');
 
 const CAP = 4096;
 let double;
 let port;
 let raw;
-before(async () => {
-  ({ double, port } = await bootDouble({ coap: { maxRequestSize: CAP } }));
-  raw = await rawClient(port);
-});
-after(async () => {
-  await raw?.close();
-  await double?.stop();
-});
+let stop;
+before(async () => ({ double, port, raw, stop } = await bootWithRawClient({ coap: { maxRequestSize: CAP } })));
+after(() => stop?.());
 
 const echoes = () => double.calls.get('test:echo') ?? 0;
 const PATH = '/api/test/echo';

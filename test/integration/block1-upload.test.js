@@ -3,7 +3,9 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const cborX = require('cbor-x');
-const { bootDouble, coap, logOption, tmpFile, encodeWithCbor2, cbor2 } = require('./coap-helpers');
+const { bootDouble, coap, logOption } = require('./coap-helpers');
+const { encodeWithCbor2, decodeWithCbor2 } = require('../support/peers');
+const { tmpFile } = require('../support/util');
 
 let double;
 let port;
@@ -25,7 +27,7 @@ const jsonBytes = (v) => Buffer.from(JSON.stringify(v));
 for (const { name, flag, sizeOf, encode, decode } of [
   { name: 'JSON', flag: '50', sizeOf: (v) => jsonBytes(v).length, encode: jsonBytes, decode: (b) => JSON.parse(b.toString('utf8')) },
   // Sized with cbor-x (cheap), encoded by python3-cbor2 (independent of the plugin).
-  { name: 'CBOR', flag: '60', sizeOf: (v) => cborX.encode(v).length, encode: encodeWithCbor2, decode: (b) => cbor2(b).value },
+  { name: 'CBOR', flag: '60', sizeOf: (v) => cborX.encode(v).length, encode: encodeWithCbor2, decode: (b) => decodeWithCbor2(b).value },
 ]) {
   test(`a 20 KB ${name} body in 1024-byte Block1 blocks is echoed whole`, async () => {
     const value = document(sizeOf);

@@ -3,19 +3,16 @@
 // request, has one ETag across its blocks, Size2 when asked, and the same bytes whatever the size.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, coap, logOption, rawClient, option, readBlock, readUint, cbor2, bigResult } = require('./coap-helpers');
+const { bootWithRawClient, coap, logOption, bigResult } = require('./coap-helpers');
+const { decodeWithCbor2 } = require('../support/peers');
+const { option, readBlock, readUint } = require('../support/raw');
 
 let double;
 let port;
 let raw;
-before(async () => {
-  ({ double, port } = await bootDouble());
-  raw = await rawClient(port);
-});
-after(async () => {
-  await raw?.close();
-  await double?.stop();
-});
+let stop;
+before(async () => ({ double, port, raw, stop } = await bootWithRawClient()));
+after(() => stop?.());
 
 const PATH = '/api/server/info';
 const QUERY = ['envelope=compact']; // no requestId: the body is the same on every request
@@ -50,7 +47,7 @@ test('64-byte blocks (raw client, Block2 szx 2 + Size2): one execution, one ETag
   for (const block of blocks) assert.deepEqual(option(block, 'ETag'), etag);
   assert.equal(readUint(option(blocks[0], 'Size2')), reference.length);
   assert.equal(readUint(option(blocks[0], 'Content-Format')), 60);
-  assert.deepEqual(cbor2(reference).value, bigResult());
+  assert.deepEqual(decodeWithCbor2(reference).value, bigResult());
 });
 
 test('without Size2 in the request there is no Size2 in the response; a new request gets a new ETag', async () => {

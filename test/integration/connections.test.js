@@ -3,7 +3,8 @@
 // idle, or on disconnect(connectionId).
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, rawClient, connectionIds, waitUntil } = require('./coap-helpers');
+const { bootDouble, rawClient, connectionIds } = require('./coap-helpers');
+const { waitUntil } = require('../support/util');
 
 let double;
 let port;

@@ -6,7 +6,8 @@
  */
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, coap, logOption, cbor2, stderrJson } = require('./coap-helpers');
+const { bootDouble, coap, logOption, stderrJson } = require('./coap-helpers');
+const { decodeWithCbor2 } = require('../support/peers');
 
 function envelopeTests(form) {
   let double;
@@ -24,7 +25,7 @@ function envelopeTests(form) {
     assert.equal(run.last.code, '2.05');
     assert.equal(run.last.type, 'ACK', 'piggybacked');
     assert.equal(logOption(run.last, 'Content-Format'), 'application/cbor');
-    const { value, types } = cbor2(run.payload);
+    const { value, types } = decodeWithCbor2(run.payload);
     assert.equal(value.status, 200);
     assert.equal(types.status, 'int');
     assert.equal(value.controller, 'server');
@@ -51,7 +52,7 @@ function envelopeTests(form) {
   test(`[${form}] ?envelope=compact: the result alone`, async () => {
     const run = await coap(port, '/api/server/now?envelope=compact', ['-m', 'post']);
     assert.equal(run.last.code, '2.05');
-    const { value, types } = cbor2(run.payload);
+    const { value, types } = decodeWithCbor2(run.payload);
     assert.deepEqual(Object.keys(value), ['now']);
     assert.equal(types.now, 'int');
     const asJson = await coap(port, '/api/server/now?envelope=compact', ['-m', 'post', '-A', '50']);

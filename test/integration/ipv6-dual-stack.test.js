@@ -2,7 +2,8 @@
 // host '::': one dual-stack socket answers IPv6 and IPv4 clients; Kuzzle sees plain IPv4 addresses.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, coap, cbor2, connectionIds } = require('./coap-helpers');
+const { bootDouble, coap, connectionIds } = require('./coap-helpers');
+const { decodeWithCbor2 } = require('../support/peers');
 
 let double;
 let port;
@@ -13,7 +14,7 @@ async function newConnectionOf(host) {
   const before = connectionIds(double);
   const run = await coap(port, '/api/server/now', ['-m', 'post'], { host });
   assert.equal(run.last?.code, '2.05', `${host}: ${run.stderr}`);
-  assert.equal(cbor2(run.payload).value.status, 200);
+  assert.equal(decodeWithCbor2(run.payload).value.status, 200);
   const added = [...double.connections.values()].filter((c) => !before.has(c.id));
   assert.equal(added.length, 1);
   return added[0];

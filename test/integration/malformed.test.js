@@ -4,22 +4,17 @@
 // server keeps answering.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { bootDouble, rawClient, option, json } = require('./coap-helpers');
+const { bootWithRawClient, json } = require('./coap-helpers');
+const { option } = require('../support/raw');
 
 let double;
-let port;
 let raw;
-before(async () => {
-  ({ double, port } = await bootDouble());
-  raw = await rawClient(port);
-});
-after(async () => {
-  await raw?.close();
-  await double?.stop();
-});
+let stop;
+before(async () => ({ double, raw, stop } = await bootWithRawClient()));
+after(() => stop?.());
 
 const executions = () => [...double.calls.values()].reduce((a, b) => a + b, 0);
-const answersTo = (mid) => raw.collect((m) => m.mid === mid, 300);
+const answersTo = (mid) => raw.collect((m) => m.messageId === mid, 300);
 
 /** Sends `bytes` (a CON with message ID `mid` when its header says so) and returns what came back for that ID. */
 async function sendMalformed(bytes) {
@@ -34,7 +29,7 @@ async function sendMalformed(bytes) {
 function assertReset(answers, mid) {
   const seen = answers.map((a) => `${a.type} ${a.code} (${a.raw.length} bytes)`);
   assert.deepEqual(seen, ['RST 0.00 (4 bytes)'], `expected one empty RST, got: ${seen.join(', ') || 'nothing'}`);
-  assert.equal(answers[0].mid, mid);
+  assert.equal(answers[0].messageId, mid);
 }
 
 // CON POST, message ID 0x1000 + n.

@@ -6,8 +6,10 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, coapClient, splitJson, optionOf, blockOf, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { coapClient, splitJson } = require('../support/peers');
+const { option, readBlock } = require('../support/raw');
+const { waitUntil } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 const BIG = { text: 'ä-0123456789'.repeat(80), list: Array.from({ length: 20 }, (_, i) => i) }; // ~1.1 KB
@@ -15,19 +17,16 @@ const BIG = { text: 'ä-0123456789'.repeat(80), list: Array.from({ length: 20 },
 describe('block-wise notifications (blockSize: 64)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble({ coap: { blockSize: 64 } });
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble({ coap: { blockSize: 64 } })));
+  after(() => double?.stop());
 
   /**
    * The rest of a block-wise body whose block 0 is `first`: GETs of blocks 1.. (of `szx`, default
    * the first block's) on the same URI, without Observe. Returns {body (Buffer), blocks}.
    */
   async function fetchRest(peer, first, query, szx) {
-    const block0 = blockOf(optionOf(first, 'Block2'));
-    const etag = optionOf(first, 'ETag');
+    const block0 = readBlock(option(first, 'Block2'));
+    const etag = option(first, 'ETag');
     szx ??= block0.szx;
     const size = 1 << (szx + 4);
     const parts = [first.payload];
@@ -40,8 +39,8 @@ describe('block-wise notifications (blockSize: 64)', () => {
       const answer = await peer.request({ path: SUBSCRIBE, query, block2: { num, szx } });
       assert.equal(answer.code, '2.05', `block ${num}: ${answer.payload}`);
       assert.equal(answer.observe, undefined, 'a block request is no registration');
-      assert.deepEqual(optionOf(answer, 'ETag'), etag, `block ${num} has another ETag`);
-      const block = blockOf(optionOf(answer, 'Block2'));
+      assert.deepEqual(option(answer, 'ETag'), etag, `block ${num} has another ETag`);
+      const block = readBlock(option(answer, 'Block2'));
       assert.equal(block.num, num);
       assert.equal(block.szx, szx);
       parts.push(answer.payload);
@@ -59,16 +58,16 @@ describe('block-wise notifications (blockSize: 64)', () => {
     try {
       const { token, response } = await peer.observe(SUBSCRIBE, query);
       assert.equal(response.code, '2.05');
-      assert.equal(optionOf(response, 'Block2'), undefined, 'the compact registration answer fits one block');
+      assert.equal(option(response, 'Block2'), undefined, 'the compact registration answer fits one block');
       double.publish('i', 'big', BIG);
       const [first] = await peer.nextNotifications(token, 1);
       assert.ok(first, 'no notification');
       assert.equal(first.code, '2.05');
       assert.ok(first.observe > response.observe);
-      const block = blockOf(optionOf(first, 'Block2'));
+      const block = readBlock(option(first, 'Block2'));
       assert.deepEqual({ num: block.num, more: block.more, size: block.size }, { num: 0, more: true, size: 64 });
       assert.equal(first.payload.length, 64);
-      assert.ok(optionOf(first, 'ETag')?.length > 0, 'no ETag on a block-wise notification');
+      assert.ok(option(first, 'ETag')?.length > 0, 'no ETag on a block-wise notification');
       const { body, blocks } = await fetchRest(peer, first, query);
       assert.ok(blocks.length > 10);
       const notification = JSON.parse(body.toString('utf8'));
@@ -80,7 +79,7 @@ describe('block-wise notifications (blockSize: 64)', () => {
       const second = (await peer.nextNotifications(token, 2))[1];
       assert.ok(second, 'no second notification');
       assert.ok(second.observe > first.observe);
-      assert.notDeepEqual(optionOf(second, 'ETag'), optionOf(first, 'ETag'));
+      assert.notDeepEqual(option(second, 'ETag'), option(first, 'ETag'));
       const rest = await fetchRest(peer, second, query);
       assert.deepEqual(JSON.parse(rest.body.toString('utf8')).result._source, { ...BIG, list: [] });
       await peer.deregister(token, SUBSCRIBE, query);
@@ -112,7 +111,7 @@ describe('block-wise notifications (blockSize: 64)', () => {
       const { token, response } = await peer.observe(SUBSCRIBE, query);
       assert.equal(response.code, '2.05');
       assert.notEqual(response.observe, undefined);
-      const block = blockOf(optionOf(response, 'Block2'));
+      const block = readBlock(option(response, 'Block2'));
       assert.equal(block.num, 0);
       assert.equal(block.more, true);
       const { body } = await fetchRest(peer, response, query);
@@ -135,8 +134,8 @@ describe('block-wise notifications (blockSize: 64)', () => {
     let roomId;
     assert.ok(await waitUntil(() => (roomId = double.roomIdOf('i', 'client-big')) !== undefined && double.subscribers(roomId) === 1, 3000));
     double.publish('i', 'client-big', BIG);
-    const { code, stdout, stderr } = await done;
-    assert.equal(code, 0, stderr);
+    const { exit, stdout, stderr } = await done;
+    assert.equal(exit, 0, stderr);
     const values = splitJson(stdout.toString('utf8'));
     assert.equal(values.length, 2, stdout.toString());
     assert.equal(values[0].roomId, roomId);

@@ -5,17 +5,14 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, sleep, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { sleep, waitUntil } = require('../support/util');
 
 describe('observe /channels/<channel> after POST /api/realtime/subscribe', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble();
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble()));
+  after(() => double?.stop());
 
   /** POST-subscribes a device on index i / collection; resolves {roomId, channel}. */
   async function postSubscribe(peer, collection) {

@@ -6,8 +6,9 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { coapClient, splitJson, waitUntil } = require('../support/peers');
+const { bootDouble } = require('./coap-helpers');
+const { coapClient, splitJson } = require('../support/peers');
+const { waitUntil } = require('../support/util');
 
 /** The double's filter check: every `equals` field of the room's filter holds in the document. */
 const equalsMatch = (filters, source) => Object.entries(filters.equals ?? {}).every(([field, value]) => source[field] === value);
@@ -15,11 +16,8 @@ const equalsMatch = (filters, source) => Object.entries(filters.equals ?? {}).ev
 describe('observe with coap-client-notls', { concurrency: true }, () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble();
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble()));
+  after(() => double?.stop());
 
   /** Starts an observing coap-client; resolves {done, roomId} once Kuzzle holds its subscription. */
   async function observing(collection, extraArgs, query = '') {
@@ -38,8 +36,8 @@ describe('observe with coap-client-notls', { concurrency: true }, () => {
     const { done, roomId } = await observing('get', ['-m', 'get']);
     const channels = double.publish('i', 'get', { temperature: 21.5 });
     assert.equal(channels.length, 1);
-    const { code, stdout, stderr } = await done;
-    assert.equal(code, 0, stderr);
+    const { exit, stdout, stderr } = await done;
+    assert.equal(exit, 0, stderr);
     const values = splitJson(stdout.toString());
     assert.equal(values.length, 2, stdout.toString());
     const [answer, notification] = values;
@@ -60,8 +58,8 @@ describe('observe with coap-client-notls', { concurrency: true }, () => {
     assert.deepEqual(double.publish('i', 'fetch', { kind: 'b', n: 1 }, equalsMatch), []);
     assert.equal(double.publish('i', 'fetch', { kind: 'a', n: 2 }, equalsMatch).length, 1);
     assert.deepEqual(double.publish('i', 'fetch', { kind: 'c', n: 3 }, equalsMatch), []);
-    const { code, stdout, stderr } = await done;
-    assert.equal(code, 0, stderr);
+    const { exit, stdout, stderr } = await done;
+    assert.equal(exit, 0, stderr);
     const values = splitJson(stdout.toString());
     assert.equal(values.length, 2, stdout.toString());
     assert.equal(values[0].result.roomId, roomId);
@@ -71,8 +69,8 @@ describe('observe with coap-client-notls', { concurrency: true }, () => {
   it('?envelope=compact: {roomId, channel} then notifications as {type, action, event, scope, result}', async () => {
     const { done, roomId } = await observing('compact', ['-m', 'get'], '&envelope=compact');
     const [channel] = double.publish('i', 'compact', { on: true });
-    const { code, stdout, stderr } = await done;
-    assert.equal(code, 0, stderr);
+    const { exit, stdout, stderr } = await done;
+    assert.equal(exit, 0, stderr);
     const values = splitJson(stdout.toString());
     assert.equal(values.length, 2, stdout.toString());
     assert.deepEqual(values[0], { roomId, channel });

@@ -8,7 +8,8 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startDouble } = require('../support/hostDouble');
-const { rawObserver, sleep, waitUntil } = require('../support/peers');
+const { rawObserver } = require('./coap-helpers');
+const { sleep, waitUntil } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 
@@ -80,7 +81,7 @@ describe('ending observe relations (conEvery: 2)', () => {
   });
 
   it('(c) an RST answering a CON notification', async () => {
-    const o = await observer('rst-con', { autoAck: false });
+    const o = await observer('rst-con', { onCon: 'ignore' });
     try {
       const calls = unsubscribeCalls();
       double.publish('i', 'rst-con', { n: 1 });

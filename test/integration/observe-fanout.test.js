@@ -5,8 +5,8 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { waitUntil } = require('../support/util');
 
 const DEVICES = 100;
 const TOKENS = 10;
@@ -18,8 +18,7 @@ describe('observe fan-out: 100 devices × 10 relations', () => {
   const peers = [];
   const relations = []; // {peer, token, response}
   before(async () => {
-    double = startDouble();
-    port = await double.start();
+    ({ double, port } = await bootDouble());
     for (let i = 0; i < DEVICES; i++) peers.push(await rawObserver(port));
     // One registration per device at a time: bursts of 100 datagrams, not 1000.
     for (let t = 0; t < TOKENS; t++) {

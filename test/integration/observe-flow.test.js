@@ -7,8 +7,8 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, sleep, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { sleep, waitUntil } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 const QUEUE_LENGTH = 2;
@@ -16,22 +16,19 @@ const QUEUE_LENGTH = 2;
 describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRetransmit: 1, queueLength: 2)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble({
-      coap: {
-        observe: { notificationType: 'con', queueLength: QUEUE_LENGTH },
-        retransmission: { ackTimeoutMs: 100, ackRandomFactor: 1.5, maxRetransmit: 1 },
-      },
-    });
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble({
+    coap: {
+      observe: { notificationType: 'con', queueLength: QUEUE_LENGTH },
+      retransmission: { ackTimeoutMs: 100, ackRandomFactor: 1.5, maxRetransmit: 1 },
+    },
+  })));
+  after(() => double?.stop());
 
   const unsubscribeCalls = () => double.calls.get('realtime:unsubscribe') ?? 0;
   const observeStats = () => double.protocol.stats().transport.observe;
 
   it('(d) CON notifications never acknowledged: after the retransmissions every relation of the device ends', async () => {
-    const peer = await rawObserver(port, { autoAck: false });
+    const peer = await rawObserver(port, { onCon: 'ignore' });
     try {
       const first = await peer.observe(SUBSCRIBE, ['index=i', 'collection=unacked']);
       const second = await peer.observe(SUBSCRIBE, ['index=i', 'collection=unacked-too']);
@@ -62,7 +59,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
   it('a slow observer is dropped while the others keep receiving promptly', async () => {
     const query = ['index=i', 'collection=mixed'];
     const fast = await Promise.all(Array.from({ length: 5 }, () => rawObserver(port)));
-    const slow = await rawObserver(port, { autoAck: false });
+    const slow = await rawObserver(port, { onCon: 'ignore' });
     try {
       const fastTokens = [];
       for (const peer of fast) fastTokens.push((await peer.observe(SUBSCRIBE, query)).token);
@@ -97,7 +94,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
   });
 
   it('behind a CON in flight the queue keeps the newest queueLength notifications; stats count the dropped', async () => {
-    const peer = await rawObserver(port, { autoAck: false });
+    const peer = await rawObserver(port, { onCon: 'ignore' });
     try {
       const query = ['index=i', 'collection=queue'];
       const { token } = await peer.observe(SUBSCRIBE, query);
@@ -107,7 +104,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
       assert.equal(observeStats().dropped - dropped, 6 - 1 - QUEUE_LENGTH);
       assert.equal(observeStats().queued, QUEUE_LENGTH);
       const [first] = await peer.nextNotifications(token, 1);
-      peer.autoAck = true;
+      peer.onCon = 'ack';
       await peer.ack(first.messageId);
       const notifications = await peer.nextNotifications(token, 3);
       assert.deepEqual(notifications.map((m) => m.body.result._source.n), [1, 5, 6]);
@@ -127,7 +124,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
 
   it('a final notification waiting behind a CON is not pushed out of the queue by other relations', async () => {
     // RFC 7641 §3.2/§4.2: a relation that Kuzzle ends must end with a final non-2.xx notification.
-    const peer = await rawObserver(port, { autoAck: false });
+    const peer = await rawObserver(port, { onCon: 'ignore' });
     let b;
     try {
       const a = await peer.observe(SUBSCRIBE, ['index=i', 'collection=evict-a']);
@@ -140,7 +137,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
       // ...then relation b's notifications fill the queue.
       double.publish('i', 'evict-b', { n: 1 });
       double.publish('i', 'evict-b', { n: 2 });
-      peer.autoAck = true;
+      peer.onCon = 'ack';
       await peer.ack(inFlight.messageId);
       const finals = await peer.nextNotifications(a.token, 2, 1500);
       assert.equal(finals.length, 2, 'relation a ended without its final notification: the device still believes it observes');
@@ -153,7 +150,7 @@ describe('observe flow control (notificationType: con, ackTimeoutMs: 100, maxRet
   });
 
   it('a full queue behind an unacknowledged CON: counted as dropped, then cleared when the device is given up', async () => {
-    const peer = await rawObserver(port, { autoAck: false });
+    const peer = await rawObserver(port, { onCon: 'ignore' });
     try {
       const { token } = await peer.observe(SUBSCRIBE, ['index=i', 'collection=stalled']);
       const roomId = double.roomIdOf('i', 'stalled');

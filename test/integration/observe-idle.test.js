@@ -5,8 +5,8 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, sleep, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { sleep, waitUntil } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 const QUERY = ['index=i', 'collection=idle'];
@@ -14,11 +14,8 @@ const QUERY = ['index=i', 'collection=idle'];
 describe('idle removal with observe relations (idleTimeoutMs: 1000)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble({ coap: { idleTimeoutMs: 1000 } });
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble({ coap: { idleTimeoutMs: 1000 } })));
+  after(() => double?.stop());
 
   /** Runs `request` and returns the id of the Kuzzle connection it created. */
   async function newConnection(request) {

@@ -6,20 +6,18 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
 const { decode } = require('cbor-x');
-const { rawObserver, optionOf, uintOf, sleep, waitUntil } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { option, readUint } = require('../support/raw');
+const { sleep, waitUntil } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 
 describe('observe notifications (conEvery: 3)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble({ coap: { observe: { conEvery: 3 } } });
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble({ coap: { observe: { conEvery: 3 } } })));
+  after(() => double?.stop());
 
   it('the registration answer is a 2.05 with Observe and {roomId, channel}', async () => {
     const peer = await rawObserver(port);
@@ -29,7 +27,7 @@ describe('observe notifications (conEvery: 3)', () => {
       assert.ok(response.ack, 'answer piggybacked on the ACK of the CON registration');
       assert.deepEqual(response.token, token);
       assert.notEqual(response.observe, undefined, 'no Observe option on the registration answer');
-      assert.equal(uintOf(optionOf(response, 'Content-Format')), 50);
+      assert.equal(readUint(option(response, 'Content-Format')), 50);
       const roomId = double.roomIdOf('i', 'registration');
       assert.deepEqual(response.body.result, { roomId, channel: double.rooms.get(roomId).channel });
       assert.equal(double.subscribers(roomId), 1);
@@ -80,11 +78,11 @@ describe('observe notifications (conEvery: 3)', () => {
       const query = ['index=i', 'collection=cbor'];
       const { token, response } = await peer.observe(SUBSCRIBE, query, { accept: null });
       assert.equal(response.code, '2.05');
-      assert.equal(uintOf(optionOf(response, 'Content-Format')), 60);
+      assert.equal(readUint(option(response, 'Content-Format')), 60);
       assert.equal(decode(response.payload).result.roomId, double.roomIdOf('i', 'cbor'));
       double.publish('i', 'cbor', { temperature: 20.5, on: true });
       const [notification] = await peer.nextNotifications(token, 1);
-      assert.equal(uintOf(optionOf(notification, 'Content-Format')), 60);
+      assert.equal(readUint(option(notification, 'Content-Format')), 60);
       assert.deepEqual(decode(notification.payload).result._source, { temperature: 20.5, on: true });
       await peer.deregister(token, SUBSCRIBE, query);
     } finally {
@@ -97,20 +95,12 @@ describe('observe notifications (conEvery: 3)', () => {
     try {
       const token = Buffer.from('d00d');
       const query = ['index=i', 'collection=duplicate'];
-      const registration = {
-        confirmable: true, code: 'GET', messageId: 4242, token,
-        options: [
-          { name: 'Observe', value: Buffer.alloc(0) },
-          ...['api', 'realtime', 'subscribe'].map((s) => ({ name: 'Uri-Path', value: Buffer.from(s) })),
-          ...query.map((q) => ({ name: 'Uri-Query', value: Buffer.from(q) })),
-          { name: 'Accept', value: Buffer.from([50]) },
-        ],
-      };
-      await peer.send({ ...registration, options: [...registration.options] });
-      await peer.send({ ...registration, options: [...registration.options] });
-      assert.ok(await waitUntil(() => peer.datagrams.filter((m) => m.ack && m.messageId === 4242).length === 2, 2000),
+      // A CON GET with Observe: 0 and message ID 4242, then the same datagram again.
+      const { datagram } = await peer.send({ method: 'GET', confirmable: true, messageId: 4242, token, path: SUBSCRIBE, query, observe: 0, accept: 50 });
+      await peer.sendRaw(datagram);
+      assert.ok(await waitUntil(() => peer.messages.filter((m) => m.ack && m.messageId === 4242).length === 2, 2000),
         'each copy is answered');
-      const answers = peer.datagrams.filter((m) => m.ack && m.messageId === 4242);
+      const answers = peer.messages.filter((m) => m.ack && m.messageId === 4242);
       assert.deepEqual(answers[1].payload, answers[0].payload, 'the duplicate gets the same answer');
       assert.equal(double.protocol.stats().transport.observe.relations, 1);
       assert.equal(double.protocol.stats().realtime.subscriptions, 1);

@@ -2,17 +2,13 @@
 /** Sessions are off by default (`bindToken: false`): a login binds nothing to the device. */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
 
 describe('unbound sessions (bindToken: false, the default)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble();
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble()));
+  after(() => double?.stop());
 
   it('a request after auth:login carries no jwt; an explicit one is passed on', async () => {
     const peer = await rawObserver(port);

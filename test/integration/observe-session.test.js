@@ -6,19 +6,16 @@
  */
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startDouble } = require('../support/hostDouble');
-const { rawObserver, sleep } = require('../support/peers');
+const { bootDouble, rawObserver } = require('./coap-helpers');
+const { sleep } = require('../support/util');
 
 const SUBSCRIBE = 'api/realtime/subscribe';
 
 describe('bound sessions (bindToken: true)', () => {
   let double;
   let port;
-  before(async () => {
-    double = startDouble({ coap: { bindToken: true } });
-    port = await double.start();
-  });
-  after(() => double.stop());
+  before(async () => ({ double, port } = await bootDouble({ coap: { bindToken: true } })));
+  after(() => double?.stop());
 
   const login = async (peer, expiresIn) => {
     const answer = await peer.request({ method: 'POST', path: 'api/auth/login', query: [`expiresIn=${expiresIn}`] });

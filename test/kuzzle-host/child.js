@@ -142,7 +142,8 @@ async function start(options) {
     type: 'ready',
     bootMs: Date.now() - began,
     httpPort: config.server.port,
-    coapPort: global.kuzzle.entryPoint.protocols.get('coap')?.listening?.port ?? coap.port,
+    // The port the plugin bound (port 0 asks it for a free one); null when the plugin is not loaded.
+    coapPort: global.kuzzle.entryPoint.protocols.get('coap')?.listening?.port ?? null,
     coapHost: coap.host,
     coapConfig: coap,
     protocols: [...global.kuzzle.entryPoint.protocols.keys()],

@@ -25,7 +25,7 @@ class ClientConnection {
   }
 }
 
-/** A ~5 KB answer, like Kuzzle's server:info. */
+/** A ~3 KB answer, like Kuzzle's server:info (exported: the tests compare with it). */
 function bigResult() {
   const services = {};
   for (let i = 0; i < 60; i++) services[`service-${i}`] = { version: `7.${i}.0`, status: 'green', nodes: i };
@@ -201,4 +201,4 @@ function startDouble({ form = 'seed', coap = {}, maxRequestSize = '1MB' } = {}) 
   };
 }
 
-module.exports = { startDouble, ClientConnection };
+module.exports = { startDouble, ClientConnection, bigResult };
