@@ -14,7 +14,7 @@ import { EXCHANGE_LIFETIME_MS } from './constants';
  * showed it (npm run bench -- --heap-detail): the answer's Buffer view, the concatenated key
  * string's pieces, the map's storage and the store's slot.
  */
-const ENTRY_OVERHEAD = 420;
+const ENTRY_OVERHEAD = 500;
 
 /**
  * Answers are copied into slabs of their own: a datagram from Node's shared Buffer pool would
