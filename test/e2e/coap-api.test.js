@@ -252,7 +252,7 @@ test('index, collection and document actions with CBOR bodies; HTTP reads back t
   assert.equal(gone.status, 404);
 });
 
-test(`a plugin controller with a slash in its name: /api/${E2E_PLUGIN}/sensors/read [needs the host's appSetup option]`, async () => {
+test(`a plugin controller with a slash in its name: /api/${E2E_PLUGIN}/sensors/read`, async () => {
   const viaHttp = await http.api({ controller: `${E2E_PLUGIN}/sensors`, action: 'read' });
   assert.equal(viaHttp.status, 200,
     `the host did not register the test plugin "${E2E_PLUGIN}" (Kuzzle: ${viaHttp.error?.id}): test/kuzzle-host needs an ` +
