@@ -4,11 +4,12 @@
  * - Block1: reassembly of a request body sent in blocks, in order, under a size cap;
  * - Block2: the stored body of a large response, from which every later block
  *   is served, so that the request behind it runs once whatever the number of
- *   blocks the client fetches.
+ *   blocks the client fetches, and the framing of one block of it.
  * Both stores are bounded and expire (see BoundedStore).
  */
 import { BoundedStore, StoreLimits } from './boundedStore';
-import { encodeUint, readUint } from './message';
+import { Option } from './constants';
+import { CoapOption, encodeUint, readUint, withContentFormat, withOption } from './message';
 
 export interface Block {
   num: number;
@@ -155,4 +156,23 @@ export class Block2Store {
   get stats(): { bodies: number; bytes: number } {
     return { bodies: this.bodies.size, bytes: this.bodies.bytes };
   }
+}
+
+/** An answer ready for the wire: code, options in order, payload. */
+export interface Framed {
+  code: number;
+  options: readonly CoapOption[];
+  payload: Buffer;
+}
+
+/** Block `num` of a stored body with its ETag, Content-Format, Block2 (and Size2 when asked); null past the end. */
+export function blockOf(body: StoredBody, extra: readonly CoapOption[], num: number, szx: number, wantsSize2: boolean): Framed | null {
+  const size = blockSize(szx);
+  const start = num * size;
+  if (num > 0 && start >= body.payload.length) return null;
+  const end = Math.min(start + size, body.payload.length);
+  let options = withContentFormat(withOption(extra, Option.ETAG, body.etag), body.contentFormat);
+  options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
+  if (wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
+  return { code: body.code, options, payload: body.payload.subarray(start, end) };
 }

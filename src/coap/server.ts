@@ -10,7 +10,7 @@
 import dgram from 'node:dgram';
 import dns from 'node:dns';
 import net from 'node:net';
-import { Block1Assembler, Block2Store, StoredBody, blockSize, decodeBlock, encodeBlock, szxFor } from './blockwise';
+import { Block1Assembler, Block2Store, Framed, blockOf, blockSize, decodeBlock, encodeBlock, szxFor } from './blockwise';
 import { Code, NO_RESPONSE_BITS, Option, Type, UNDERSTOOD_CRITICAL, codeText } from './constants';
 import { Deduplicator } from './deduplication';
 import { CoapResponse, Exchange, Remote, Responder } from './exchange';
@@ -23,6 +23,7 @@ import {
   encodeUint,
   findOption,
   readUint,
+  withContentFormat,
   withOption,
 } from './message';
 import { Observation, ObserveLayer, ObserveOptions } from './observe';
@@ -510,26 +511,4 @@ export class CoapServer implements Responder {
   private send(datagram: Buffer, to: { address: string; port: number }): void {
     this.socket?.send(datagram, to.port, to.address);
   }
-}
-
-interface Framed {
-  code: number;
-  options: readonly CoapOption[];
-  payload: Buffer;
-}
-
-/** Block `num` of a stored body with its ETag, Content-Format, Block2 (and Size2 when asked); null past the end. */
-function blockOf(body: StoredBody, extra: readonly CoapOption[], num: number, szx: number, wantsSize2: boolean): Framed | null {
-  const size = blockSize(szx);
-  const start = num * size;
-  if (num > 0 && start >= body.payload.length) return null;
-  const end = Math.min(start + size, body.payload.length);
-  let options = withContentFormat(withOption(extra, Option.ETAG, body.etag), body.contentFormat);
-  options = withOption(options, Option.BLOCK2, encodeBlock(num, end < body.payload.length, szx));
-  if (wantsSize2) options = withOption(options, Option.SIZE2, encodeUint(body.payload.length));
-  return { code: body.code, options, payload: body.payload.subarray(start, end) };
-}
-
-function withContentFormat(options: readonly CoapOption[], contentFormat: number | undefined): readonly CoapOption[] {
-  return contentFormat === undefined ? options : withOption(options, Option.CONTENT_FORMAT, encodeUint(contentFormat));
 }
