@@ -203,6 +203,16 @@ export function withOption(options: readonly CoapOption[], number: number, value
   return out;
 }
 
+/** The common case, a Content-Format alone, without an allocation per answer. */
+const CONTENT_FORMAT_ALONE = new Map<number, readonly CoapOption[]>();
+
 export function withContentFormat(options: readonly CoapOption[], contentFormat: number | undefined): readonly CoapOption[] {
-  return contentFormat === undefined ? options : withOption(options, Option.CONTENT_FORMAT, encodeUint(contentFormat));
+  if (contentFormat === undefined) return options;
+  if (options.length > 0) return withOption(options, Option.CONTENT_FORMAT, encodeUint(contentFormat));
+  let alone = CONTENT_FORMAT_ALONE.get(contentFormat);
+  if (alone === undefined) {
+    alone = Object.freeze([{ number: Option.CONTENT_FORMAT, value: encodeUint(contentFormat) }]);
+    CONTENT_FORMAT_ALONE.set(contentFormat, alone);
+  }
+  return alone;
 }

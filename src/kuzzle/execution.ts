@@ -4,6 +4,8 @@
  *   very Kuzzle whose entry point we were given (Kuzzle 2.56 gives none, and its
  *   controllers need methods kuzzle-common-objects lacks), else
  *   kuzzle-common-objects' for hosts that follow the seed and bring none;
+ * - the request's origin is given as the class expects it: `connectionId` and
+ *   `protocol` for the seed's, the ClientConnection for Kuzzle 2's;
  * - `execute` is called in the seed's form `(request, cb)` or in Kuzzle 2's
  *   `(connection, request, cb)`, told apart by its declared arity.
  */
@@ -35,8 +37,13 @@ export function requestClassFor(entryPoint: EntryPoint, context: ProtocolContext
 export function bindExecute(entryPoint: EntryPoint, context: ProtocolContext, protocol: string): Execute {
   const RequestClass = requestClassFor(entryPoint, context);
   const kuzzle2 = entryPoint.execute.length >= 3;
+  // The seed's Request takes the connection id and protocol; Kuzzle 2's (and kuzzle-common-objects 5)
+  // take the connection itself, which also carries the device's address.
+  const origin = context.Request !== undefined
+    ? (connection: ClientConnection) => ({ connectionId: connection.id, protocol })
+    : (connection: ClientConnection) => ({ connection });
   return (data, connection, callback) => {
-    const request = new RequestClass(data, { connection, connectionId: connection.id, protocol });
+    const request = new RequestClass(data, origin(connection));
     if (kuzzle2) entryPoint.execute(connection, request, callback);
     else entryPoint.execute(request, callback);
   };
