@@ -18,6 +18,7 @@ import { Channels } from './channels';
 import type { Endpoint, Endpoints } from './endpoints';
 import type { Execute } from './execution';
 import type { HostLog, KuzzleErrorJson, KuzzleResponse } from './host';
+import { queryArgument } from './requestMapping';
 import { fromKuzzle, pluginError, pluginResult, statusOf } from './responses';
 import { Subscription, Subscriptions } from './subscriptions';
 
@@ -58,12 +59,8 @@ export class Realtime {
 
   /** `Observe: 0` on /api/realtime/subscribe: subscribe in Kuzzle, then bind the relation to the channel. */
   subscribe(exchange: Exchange, endpoint: Endpoint, data: Record<string, unknown>, format: number, envelope: Envelope): void {
-    const relation = exchange.acceptObservation();
-    if (relation === null) {
-      exchange.respond(pluginError(Code.SERVICE_UNAVAILABLE, 'network.coap.too_many_relations',
-        'this server holds as many observe relations as it may; retry later', envelope, format));
-      return;
-    }
+    const relation = this.acceptObservation(exchange, format, envelope);
+    if (relation === null) return;
     data.body ??= {}; // GET carries no filter: the whole collection
     this.inOrder(endpoint, data, (response: KuzzleResponse) => {
       const room = this.subscribed(response);
@@ -80,13 +77,9 @@ export class Realtime {
         `this device has not subscribed to channel ${channel}: POST /api/realtime/subscribe first`, envelope, format));
       return;
     }
-    const relation = exchange.acceptObservation();
-    if (relation === null) {
-      exchange.respond(pluginError(Code.SERVICE_UNAVAILABLE, 'network.coap.too_many_relations',
-        'this server holds as many observe relations as it may; retry later', envelope, format));
-      return;
-    }
-    this.bind(relation, endpoint, channel, roomId, format, envelope, endpoint.session?.jwt);
+    const relation = this.acceptObservation(exchange, format, envelope);
+    if (relation === null) return;
+    this.bind(relation, endpoint, channel, roomId, format, envelope, queryArgument(exchange.query, 'jwt') ?? endpoint.session?.jwt);
     exchange.respond(pluginResult({ roomId, channel }, envelope, format));
   }
 
@@ -135,6 +128,16 @@ export class Realtime {
       this.endFromKuzzle(subscription, Code.SERVICE_UNAVAILABLE, 'network.coap.disconnected', 'the device was disconnected');
     }
     for (const channel of this.channels.forget(connectionId)) this.forgetRoomIfUnused(channel);
+  }
+
+  /** The relation the registration asks for, or a 5.03 when the transport holds as many as allowed. */
+  private acceptObservation(exchange: Exchange, format: number, envelope: Envelope): Observation | null {
+    const relation = exchange.acceptObservation();
+    if (relation === null) {
+      exchange.respond(pluginError(Code.SERVICE_UNAVAILABLE, 'network.coap.too_many_relations',
+        'this server holds as many observe relations as it may; retry later', envelope, format));
+    }
+    return relation;
   }
 
   private bind(relation: Observation, endpoint: Endpoint, channel: string, roomId: string, format: number, envelope: Envelope, jwt: string | undefined): void {

@@ -53,11 +53,15 @@ export interface ApiCall {
 
 /** `?envelope=compact|full`, else the configured default. */
 export function envelopeOf(query: readonly string[], fallback: Envelope): Envelope {
-  for (const item of query) {
-    if (item === 'envelope=compact') return 'compact';
-    if (item === 'envelope=full') return 'full';
-  }
-  return fallback;
+  const chosen = queryArgument(query, ENVELOPE_ARGUMENT);
+  return chosen === 'compact' || chosen === 'full' ? chosen : fallback;
+}
+
+/** The value of one `name=value` Uri-Query argument, or undefined. */
+export function queryArgument(query: readonly string[], name: string): string | undefined {
+  const prefix = `${name}=`;
+  const item = query.find((candidate) => candidate.startsWith(prefix));
+  return item === undefined ? undefined : item.slice(prefix.length);
 }
 
 export function isApiPath(path: readonly string[]): boolean {

@@ -3,7 +3,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { Exchange } = require('../../dist/coap/exchange');
 const { encodeCbor, decodeCbor } = require('../../dist/codec/cbor');
-const { mapApiRequest, envelopeOf, MappingError } = require('../../dist/kuzzle/requestMapping');
+const { mapApiRequest, envelopeOf, queryArgument, MappingError } = require('../../dist/kuzzle/requestMapping');
 const { coapCodeOf, fromKuzzle, pluginError, responseFormat, statusOf } = require('../../dist/kuzzle/responses');
 
 const remote = { address: '127.0.0.1', port: 40000, family: 'IPv4', key: '127.0.0.1|40000' };
@@ -76,6 +76,12 @@ test('JSON bodies by Content-Format 50; other formats, bad bodies, paths and met
       JSON.stringify(given),
     );
   }
+});
+
+test('queryArgument reads one name=value argument', () => {
+  assert.equal(queryArgument(['index=i', 'jwt=a=b'], 'jwt'), 'a=b');
+  assert.equal(queryArgument(['jwtx=1'], 'jwt'), undefined);
+  assert.equal(queryArgument([], 'jwt'), undefined);
 });
 
 test('envelope: the query chooses, else the configured default', () => {
