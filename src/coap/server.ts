@@ -65,6 +65,11 @@ export const diagnosticError: ErrorFormatter = (_exchange, code, _reason, messag
 });
 
 const EMPTY = Buffer.alloc(0);
+/** Names a message ID of one endpoint: deduplication and retransmission are keyed by it. */
+function messageKey(remote: Remote, messageId: number): string {
+  return `${remote.key}#${messageId}`;
+}
+
 function isWellKnownCore(path: readonly string[]): boolean {
   return path.length === 2 && path[0] === '.well-known' && path[1] === 'core';
 }
@@ -166,7 +171,7 @@ export class CoapServer implements Responder {
   /** Sends a CON message and tracks it until it is acknowledged, reset or given up. */
   sendConfirmable(to: Remote, build: (messageId: number) => Buffer, onDone?: (outcome: Outcome) => void): number {
     const messageId = this.allocateMessageId();
-    this.retransmitter.start(`${to.key}#${messageId}`, build(messageId), to, Date.now(), onDone);
+    this.retransmitter.start(messageKey(to, messageId), build(messageId), to, Date.now(), onDone);
     return messageId;
   }
 
@@ -214,7 +219,7 @@ export class CoapServer implements Responder {
   private dispatch(message: CoapMessage, remote: Remote): void {
     const { type, code } = message;
     if (type === Type.ACK || type === Type.RST) {
-      const settled = this.retransmitter.settle(`${remote.key}#${message.messageId}`, type === Type.ACK ? 'acked' : 'reset');
+      const settled = this.retransmitter.settle(messageKey(remote, message.messageId), type === Type.ACK ? 'acked' : 'reset');
       if (!settled && type === Type.RST) this.observers.reset(remote, message.messageId);
       return;
     }
@@ -224,7 +229,7 @@ export class CoapServer implements Responder {
       return;
     }
     const now = Date.now();
-    const key = `${remote.key}#${message.messageId}`;
+    const key = messageKey(remote, message.messageId);
     const seen = this.dedup.check(key, now);
     if (seen.state !== 'new') {
       this.counters.duplicates++;

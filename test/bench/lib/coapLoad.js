@@ -11,6 +11,7 @@ const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
 const { TYPE, requestTemplate, emptyAck, codeText } = require('./coapWire');
 const { Histogram } = require('./histogram');
+const { loadSummary } = require('./util');
 
 const MID_BUDGET = 60000; // message IDs per endpoint before it is replaced
 
@@ -194,18 +195,7 @@ async function coapLoad(o) {
   clearInterval(timer);
   for (const lane of lanes) lane.socket?.close();
 
-  const measuredMs = Number.isFinite(durationMs) ? Math.min(durationMs, tStopped - tStart) : tDone - tStart;
-  const done = Number.isFinite(durationMs) ? counters.inWindow : counters.completed;
-  return {
-    ...counters,
-    unfinished: busy,
-    codes,
-    elapsedMs: Math.round(tDone - tStart),
-    measuredMs: Math.round(measuredMs),
-    rps: Math.round((done / measuredMs) * 1000),
-    clientCpu: Math.round(((cpu.user + cpu.system) / 1000 / (tStopped - tStart)) * 100) / 100,
-    latencyMs: histogram.summary(),
-  };
+  return loadSummary({ counters, busy, codes, durationMs, tStart, tStopped, tDone, cpu, histogram });
 }
 
 module.exports = { coapLoad };

@@ -7,6 +7,7 @@
 const http = require('node:http');
 const { performance } = require('node:perf_hooks');
 const { Histogram } = require('./histogram');
+const { loadSummary } = require('./util');
 
 /**
  * @param {object} o
@@ -84,19 +85,7 @@ async function httpLoad(o) {
   }
   const tDone = performance.now();
   agent.destroy();
-  const measuredMs = Number.isFinite(durationMs) ? Math.min(durationMs, tStopped - tStart) : tDone - tStart;
-  const done = Number.isFinite(durationMs) ? counters.inWindow : counters.completed;
-  return {
-    ...counters,
-    unfinished: busy,
-    connections,
-    codes,
-    elapsedMs: Math.round(tDone - tStart),
-    measuredMs: Math.round(measuredMs),
-    rps: Math.round((done / measuredMs) * 1000),
-    clientCpu: Math.round(((cpu.user + cpu.system) / 1000 / (tStopped - tStart)) * 100) / 100,
-    latencyMs: histogram.summary(),
-  };
+  return { ...loadSummary({ counters, busy, codes, durationMs, tStart, tStopped, tDone, cpu, histogram }), connections };
 }
 
 module.exports = { httpLoad };

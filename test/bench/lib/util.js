@@ -26,4 +26,23 @@ function cpuSeconds(pid) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-module.exports = { median, ratio, cpuSeconds, sleep };
+/**
+ * The result of a closed-loop load run (CoAP or HTTP): timed runs count the requests that
+ * completed inside the window, counted runs all of them.
+ */
+function loadSummary({ counters, busy, codes, durationMs, tStart, tStopped, tDone, cpu, histogram }) {
+  const measuredMs = Number.isFinite(durationMs) ? Math.min(durationMs, tStopped - tStart) : tDone - tStart;
+  const done = Number.isFinite(durationMs) ? counters.inWindow : counters.completed;
+  return {
+    ...counters,
+    unfinished: busy,
+    codes,
+    elapsedMs: Math.round(tDone - tStart),
+    measuredMs: Math.round(measuredMs),
+    rps: Math.round((done / measuredMs) * 1000),
+    clientCpu: Math.round(((cpu.user + cpu.system) / 1000 / (tStopped - tStart)) * 100) / 100,
+    latencyMs: histogram.summary(),
+  };
+}
+
+module.exports = { median, ratio, cpuSeconds, sleep, loadSummary };
