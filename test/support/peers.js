@@ -177,6 +177,7 @@ function encodeWithCbor2(value) {
 
 module.exports = {
   COAP_CLIENT,
+  SYSTEM_PYTHON,
   coapClient,
   spawnCoapClient,
   killAll,

@@ -1,0 +1,49 @@
+'use strict';
+/**
+ * Datagrams with a source of the test's choosing, as an attacker sends them: IPv4 + UDP headers
+ * written by hand on a raw socket (Debian's python3, which needs root, as CI is). The UDP source
+ * port may be 0 and the source address any 127.x.y.z; the destination must be on loopback.
+ * Nothing else can send from port 0: Node's dgram refuses it.
+ *
+ *   await sendSpoofed([{ from: '127.0.0.1', fromPort: 0, to: '127.0.0.1', toPort, bytes }])
+ */
+const { execFile } = require('node:child_process');
+const { SYSTEM_PYTHON } = require('./peers');
+
+const SENDER = `
+import json, socket, struct, sys
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+sent = 0
+for line in sys.stdin:
+    d = json.loads(line)
+    if not d['to'].startswith('127.'):
+        sys.exit('refusing to send to ' + d['to'] + ': loopback only')
+    data = bytes.fromhex(d['hex'])
+    udp = struct.pack('!HHHH', d['fromPort'], d['toPort'], 8 + len(data), 0) + data
+    # Version/IHL, TOS, total length, ID, DF, TTL, UDP, checksum (the kernel fills it), source, destination.
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                     socket.inet_aton(d['from']), socket.inet_aton(d['to']))
+    raw.sendto(ip + udp, (d['to'], 0))
+    sent += 1
+print(sent)
+`;
+
+/** Sends each datagram {from, fromPort, to, toPort, bytes}; resolves with how many left the raw socket. */
+function sendSpoofed(datagrams) {
+  return new Promise((resolve, reject) => {
+    const child = execFile(SYSTEM_PYTHON, ['-c', SENDER], { timeout: 60_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+      if (error) {
+        const hint = process.getuid?.() === 0 ? '' : ' (raw sockets need root)';
+        reject(new Error(`raw sender failed${hint}: ${stderr || error.message}`));
+      } else {
+        resolve(Number(stdout.trim()));
+      }
+    });
+    for (const d of datagrams) {
+      child.stdin.write(`${JSON.stringify({ from: d.from, fromPort: d.fromPort, to: d.to, toPort: d.toPort, hex: Buffer.from(d.bytes).toString('hex') })}\n`);
+    }
+    child.stdin.end();
+  });
+}
+
+module.exports = { sendSpoofed };
