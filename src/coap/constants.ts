@@ -117,3 +117,23 @@ export const NON_LIFETIME_MS = 145_000;
 
 /** No-Response (RFC 7967) bits: which response classes the client does not want. */
 export const NO_RESPONSE_BITS: Readonly<Record<number, number>> = { 2: 0x02, 4: 0x08, 5: 0x10 };
+
+/**
+ * Value lengths and repeatability of the options this server reads (RFC 7252 §5.10, RFC 7959,
+ * 7641, 7967, 9175). An option outside its format, or repeated where it may not be, is handled
+ * as unrecognised (RFC 7252 §5.4.5): a critical one refuses the request, an elective one is ignored.
+ */
+export const OPTION_FORMATS: ReadonlyMap<number, { min: number; max: number; repeatable: boolean }> = new Map([
+  [Option.URI_HOST, { min: 1, max: 255, repeatable: false }],
+  [Option.OBSERVE, { min: 0, max: 3, repeatable: false }],
+  [Option.URI_PORT, { min: 0, max: 2, repeatable: false }],
+  [Option.URI_PATH, { min: 0, max: 255, repeatable: true }],
+  [Option.CONTENT_FORMAT, { min: 0, max: 2, repeatable: false }],
+  [Option.URI_QUERY, { min: 0, max: 255, repeatable: true }],
+  [Option.ACCEPT, { min: 0, max: 2, repeatable: false }],
+  [Option.BLOCK2, { min: 0, max: 3, repeatable: false }],
+  [Option.BLOCK1, { min: 0, max: 3, repeatable: false }],
+  [Option.SIZE2, { min: 0, max: 4, repeatable: false }],
+  [Option.SIZE1, { min: 0, max: 4, repeatable: false }],
+  [Option.NO_RESPONSE, { min: 0, max: 1, repeatable: false }],
+]);

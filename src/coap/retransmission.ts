@@ -47,6 +47,10 @@ export class Retransmitter {
     return this.inFlight.size;
   }
 
+  has(key: string): boolean {
+    return this.inFlight.has(key);
+  }
+
   /** Sends a CON message now and keeps it until it is settled. `key` is endpoint + message ID. */
   start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: (outcome: Outcome) => void): void {
     const { ackTimeoutMs, ackRandomFactor } = this.params;

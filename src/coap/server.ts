@@ -11,7 +11,7 @@ import dgram from 'node:dgram';
 import dns from 'node:dns';
 import net from 'node:net';
 import { Block1Assembler, Block2Store, Framed, blockOf, blockSize, decodeBlock, encodeBlock, szxFor } from './blockwise';
-import { Code, NO_RESPONSE_BITS, Option, Type, UNDERSTOOD_CRITICAL, codeText } from './constants';
+import { Code, NO_RESPONSE_BITS, OPTION_FORMATS, Option, Type, UNDERSTOOD_CRITICAL, codeText } from './constants';
 import { Deduplicator } from './deduplication';
 import { CoapResponse, Exchange, Remote, Responder } from './exchange';
 import { Link, filterLinks, serializeLinks } from './linkFormat';
@@ -26,8 +26,10 @@ import {
   withContentFormat,
   withOption,
 } from './message';
+import { MessageIds } from './messageIds';
 import { Observation, ObserveLayer, ObserveOptions } from './observe';
 import { RetransmissionParameters, Outcome, Retransmitter } from './retransmission';
+import { unanswerableSource } from './sourceAddress';
 
 export interface TransportLogger {
   debug(message: string): void;
@@ -46,6 +48,8 @@ export interface TransportOptions {
   blockSize: number;
   /** Largest request body, whole or reassembled, in bytes. */
   maxBodySize: () => number;
+  /** How many remote endpoints the server keeps per-endpoint state for (message-ID sequences). */
+  maxPeers: number;
   deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   retransmission: RetransmissionParameters;
@@ -81,7 +85,7 @@ export class CoapServer implements Responder {
   private ticker: NodeJS.Timeout | null = null;
   private lastSweep = 0;
   private droppedLogged = 0;
-  private nextMessageId = Math.floor(Math.random() * 0x10000);
+  private readonly messageIds: MessageIds;
   private readonly dedup: Deduplicator;
   private readonly uploads: Block1Assembler;
   private readonly bodies: Block2Store;
@@ -90,7 +94,7 @@ export class CoapServer implements Responder {
   /** CON requests still inside their piggyback window, oldest first, by deduplication key. */
   private readonly awaitingAck = new Map<string, Exchange>();
   private readonly preferredSzx: number;
-  private readonly counters = { received: 0, malformed: 0, duplicates: 0, handlerErrors: 0 };
+  private readonly counters = { received: 0, badSource: 0, malformed: 0, duplicates: 0, rejected: 0, handlerErrors: 0, sendErrors: 0, tickErrors: 0 };
 
   constructor(
     private readonly options: TransportOptions,
@@ -103,6 +107,7 @@ export class CoapServer implements Responder {
     this.bodies = new Block2Store(options.blockwise);
     this.retransmitter = new Retransmitter(options.retransmission, (datagram, to) => this.send(datagram, to));
     this.preferredSzx = szxFor(options.blockSize);
+    this.messageIds = new MessageIds(options.maxPeers);
     this.observers = new ObserveLayer(options.observe, this);
   }
 
@@ -148,6 +153,7 @@ export class CoapServer implements Responder {
     this.observers.endAll('closed');
     this.retransmitter.cancelAll();
     this.awaitingAck.clear();
+    this.messageIds.clear();
     this.dedup.clear();
     this.uploads.clear();
     this.bodies.clear();
@@ -170,13 +176,13 @@ export class CoapServer implements Responder {
 
   /** Sends a CON message and tracks it until it is acknowledged, reset or given up. */
   sendConfirmable(to: Remote, build: (messageId: number) => Buffer, onDone?: (outcome: Outcome) => void): number {
-    const messageId = this.allocateMessageId();
+    const messageId = this.allocateMessageId(to);
     this.retransmitter.start(messageKey(to, messageId), build(messageId), to, Date.now(), onDone);
     return messageId;
   }
 
   sendNonConfirmable(to: Remote, build: (messageId: number) => Buffer): number {
-    const messageId = this.allocateMessageId();
+    const messageId = this.allocateMessageId(to);
     this.send(build(messageId), to);
     return messageId;
   }
@@ -185,6 +191,12 @@ export class CoapServer implements Responder {
 
   private receive(datagram: Buffer, rinfo: dgram.RemoteInfo): void {
     this.counters.received++;
+    const badSource = unanswerableSource(rinfo.address, rinfo.port);
+    if (badSource !== null) {
+      this.counters.badSource++;
+      this.log.debug(`CoAP: dropped a datagram of ${datagram.length} bytes from an unanswerable ${badSource}`);
+      return;
+    }
     let message: CoapMessage;
     try {
       message = decodeMessage(datagram);
@@ -255,6 +267,12 @@ export class CoapServer implements Responder {
   private process(exchange: Exchange, now: number): void {
     const problem = this.readOptions(exchange);
     if (problem !== null) {
+      if (problem.reject === true && exchange.message.type === Type.NON) {
+        // Rejecting a NON (RFC 7252 §4.3) is an RST at most: no response for a message not understood.
+        this.counters.rejected++;
+        this.send(encodeMessage(Type.RST, Code.EMPTY, exchange.message.messageId, EMPTY, [], null), exchange.remote);
+        return;
+      }
       this.fail(exchange, problem.code, problem.reason, problem.message);
       return;
     }
@@ -294,9 +312,22 @@ export class CoapServer implements Responder {
     this.runHandler(exchange);
   }
 
-  /** Reads every option once; returns the first reason to refuse the request. */
-  private readOptions(exchange: Exchange): { code: number; reason: string; message: string } | null {
+  /**
+   * Reads every option once; returns the first reason to refuse the request. `reject` marks an
+   * unrecognised critical option, which rejects a NON outright (RFC 7252 §5.4.1).
+   */
+  private readOptions(exchange: Exchange): { code: number; reason: string; message: string; reject?: true } | null {
+    let previous = -1;
     for (const { number, value } of exchange.message.options) {
+      const format = OPTION_FORMATS.get(number);
+      const repeated = number === previous;
+      previous = number;
+      if (format !== undefined && (value.length < format.min || value.length > format.max || (repeated && !format.repeatable))) {
+        // Unrecognised (RFC 7252 §5.4.5): an elective option is ignored, a critical one refuses the request.
+        if ((number & 1) === 0) continue;
+        const what = repeated && !format.repeatable ? 'repeated' : `of invalid length ${value.length}`;
+        return { code: Code.BAD_OPTION, reason: 'bad_option', message: `critical option ${number} ${what}`, reject: true };
+      }
       switch (number) {
         case Option.URI_PATH: exchange.path.push(value.toString('utf8')); break;
         case Option.URI_QUERY: exchange.query.push(value.toString('utf8')); break;
@@ -318,7 +349,7 @@ export class CoapServer implements Responder {
           return { code: Code.PROXYING_NOT_SUPPORTED, reason: 'proxying_not_supported', message: 'this server is not a proxy' };
         default:
           if (number & 1 && !UNDERSTOOD_CRITICAL.has(number)) {
-            return { code: Code.BAD_OPTION, reason: 'bad_option', message: `unsupported critical option ${number}` };
+            return { code: Code.BAD_OPTION, reason: 'bad_option', message: `unsupported critical option ${number}`, reject: true };
           }
       }
     }
@@ -364,6 +395,10 @@ export class CoapServer implements Responder {
   private serveLinks(exchange: Exchange): void {
     if (exchange.method !== 1) {
       this.fail(exchange, Code.METHOD_NOT_ALLOWED, 'method_not_allowed', '/.well-known/core only answers GET');
+      return;
+    }
+    if (exchange.accept !== undefined && exchange.accept !== LINK_FORMAT) {
+      this.fail(exchange, Code.NOT_ACCEPTABLE, 'not_acceptable', `/.well-known/core is only served as link-format (${LINK_FORMAT})`);
       return;
     }
     const links = serializeLinks(filterLinks(this.options.links, exchange.query));
@@ -483,7 +518,17 @@ export class CoapServer implements Responder {
     this.send(ack, exchange.remote);
   }
 
+  /** The periodic tick runs completion callbacks of its own and of the layers above: a fault in one waits for the next tick, never escapes. */
   private tick(now: number): void {
+    try {
+      this.runTick(now);
+    } catch (error) {
+      this.counters.tickErrors++;
+      this.log.error(`CoAP: error in the periodic tick: ${(error as Error)?.stack ?? error}`);
+    }
+  }
+
+  private runTick(now: number): void {
     const deadline = now - this.options.piggybackWindowMs;
     for (const exchange of this.awaitingAck.values()) {
       if (exchange.receivedAt > deadline) break;
@@ -507,13 +552,32 @@ export class CoapServer implements Responder {
     this.droppedLogged = dropped;
   }
 
-  private allocateMessageId(): number {
-    const id = this.nextMessageId;
-    this.nextMessageId = (id + 1) & 0xffff;
-    return id;
+  /** The endpoint's next message ID that no CON still in flight to it uses: a wrap must not overwrite one. */
+  private allocateMessageId(to: Remote): number {
+    return this.messageIds.allocate(to.key, (id) => this.retransmitter.size > 0 && this.retransmitter.has(messageKey(to, id)));
   }
 
+  /**
+   * Sends one datagram. The address comes from the network: whatever the socket refuses, at once
+   * (a bad port or address throws) or later (its callback's error), is counted and logged, never thrown.
+   */
   private send(datagram: Buffer, to: { address: string; port: number }): void {
-    this.socket?.send(datagram, to.port, to.address);
+    const socket = this.socket;
+    if (socket === null) return;
+    try {
+      socket.send(datagram, to.port, to.address, this.onSent);
+    } catch (error) {
+      this.sendFailed(error, to);
+    }
+  }
+
+  private readonly onSent = (error: Error | null): void => {
+    if (error) this.sendFailed(error, null);
+  };
+
+  private sendFailed(error: unknown, to: { address: string; port: number } | null): void {
+    this.counters.sendErrors++;
+    const where = to === null ? '' : ` to ${to.address}:${to.port}`;
+    this.log.debug(`CoAP: a datagram could not be sent${where}: ${(error as Error)?.message ?? error}`);
   }
 }

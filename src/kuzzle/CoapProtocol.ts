@@ -74,7 +74,8 @@ class CoapProtocol {
     const kuzzleLimit = parseSize(entryPoint.config?.maxRequestSize ?? Infinity);
     const maxBody = Math.min(config.maxRequestSize, Number.isFinite(kuzzleLimit) ? kuzzleLimit : Infinity);
 
-    this.execute = bindExecute(entryPoint, context, this.protocol);
+    this.execute = bindExecute(entryPoint, context, this.protocol,
+      (error) => context.log.error(`[${this.protocol}] error in a Kuzzle response callback: ${(error as Error)?.stack ?? error}`));
     const endpoints = new Endpoints(this.protocol, entryPoint, context, config,
       (endpoint) => this.realtime?.endConnection(endpoint.connection.id));
     this.endpoints = endpoints;
@@ -88,6 +89,7 @@ class CoapProtocol {
         maxTokenLength: config.maxTokenLength,
         blockSize: config.blockSize,
         maxBodySize: () => maxBody,
+        maxPeers: config.maxConnections,
         deduplication: config.deduplication,
         blockwise: config.blockwise,
         retransmission: config.retransmission,
@@ -109,8 +111,12 @@ class CoapProtocol {
     }
     this.listening = bound;
     this.sweeper = setInterval(() => {
-      const removed = endpoints.sweep(Date.now(), (endpoint) => realtime.hasRelations(endpoint.connection.id));
-      if (removed > 0) context.log.debug(`[${this.protocol}] removed ${removed} idle connection(s)`);
+      try {
+        const removed = endpoints.sweep(Date.now(), (endpoint) => realtime.hasRelations(endpoint.connection.id));
+        if (removed > 0) context.log.debug(`[${this.protocol}] removed ${removed} idle connection(s)`);
+      } catch (error) {
+        context.log.error(`[${this.protocol}] error while removing idle connections: ${(error as Error)?.stack ?? error}`);
+      }
     }, Math.min(config.idleTimeoutMs / 2, 5000));
     this.sweeper.unref();
     context.log.info(`[${this.protocol}] CoAP listening on UDP [${bound.address}]:${bound.port}`);
@@ -227,17 +233,15 @@ class CoapProtocol {
     const action = `${data.controller}:${data.action}`;
     try {
       (this.execute as Execute)(data, endpoint.connection, (response: KuzzleResponse) => {
-        if (action === 'realtime:subscribe') realtime.subscribed(response);
-        else if (this.config?.bindToken) this.bindSession(endpoint, action, response);
-        let answer: CoapResponse;
+        // A fault here ends this exchange with 5.00; the process and the other exchanges go on.
         try {
-          answer = fromKuzzle(response, envelope, format);
+          if (action === 'realtime:subscribe') realtime.subscribed(response);
+          else if (this.config?.bindToken) this.bindSession(endpoint, action, response);
+          exchange.respond(fromKuzzle(response, envelope, format));
         } catch (error) {
-          this.log?.error(`[${this.protocol}] cannot encode a response: ${(error as Error).message}`);
-          fail(Code.INTERNAL_SERVER_ERROR, 'network.coap.unencodable_response', 'the response could not be encoded');
-          return;
+          this.log?.error(`[${this.protocol}] cannot answer ${action} to ${exchange.remote.key}: ${(error as Error)?.stack ?? error}`);
+          fail(Code.INTERNAL_SERVER_ERROR, 'network.coap.unencodable_response', 'the response could not be encoded or sent');
         }
-        exchange.respond(answer);
       });
     } catch (error) {
       // Kuzzle's Request constructor validates its input and throws Kuzzle errors (status, id).

@@ -34,7 +34,11 @@ export function requestClassFor(entryPoint: EntryPoint, context: ProtocolContext
   return context.Request ?? hostRequestClass(entryPoint) ?? (CommonObjectsRequest as unknown as RequestConstructor);
 }
 
-export function bindExecute(entryPoint: EntryPoint, context: ProtocolContext, protocol: string): Execute {
+/**
+ * `onFault` hears what a response callback threw: Kuzzle calls them from its own stack, where a
+ * throw would reach its uncaughtException handler and stop the process.
+ */
+export function bindExecute(entryPoint: EntryPoint, context: ProtocolContext, protocol: string, onFault: (error: unknown) => void): Execute {
   const RequestClass = requestClassFor(entryPoint, context);
   const kuzzle2 = entryPoint.execute.length >= 3;
   // The seed's Request takes the connection id and protocol; Kuzzle 2's (and kuzzle-common-objects 5)
@@ -44,7 +48,14 @@ export function bindExecute(entryPoint: EntryPoint, context: ProtocolContext, pr
     : (connection: ClientConnection) => ({ connection });
   return (data, connection, callback) => {
     const request = new RequestClass(data, origin(connection));
-    if (kuzzle2) entryPoint.execute(connection, request, callback);
-    else entryPoint.execute(request, callback);
+    const guarded: ResponseCallback = (response) => {
+      try {
+        callback(response);
+      } catch (error) {
+        onFault(error);
+      }
+    };
+    if (kuzzle2) entryPoint.execute(connection, request, guarded);
+    else entryPoint.execute(request, guarded);
   };
 }
