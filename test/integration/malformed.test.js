@@ -5,7 +5,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { bootWithRawClient, json } = require('./coap-helpers');
-const { option } = require('../support/raw');
+const { CF, decodeBody, option, uint } = require('../support/raw');
 
 let double;
 let raw;
@@ -95,6 +95,32 @@ test('an unknown elective option (65000) is ignored', async () => {
   const response = await raw.request({ path: '/api/server/now', accept: 50, options: [{ name: '65000', value: Buffer.from('x') }] });
   assert.equal(response.code, '2.05');
   assert.ok(Number.isInteger(json(response).result.now));
+});
+
+test('a repeated Accept (critical, not repeatable) is unrecognised: 4.02, nothing runs (RFC 7252 §5.4.5)', async () => {
+  const before = executions();
+  const response = await raw.request({ path: '/api/server/now', accept: 50, options: [{ name: 'Accept', value: uint(60) }] });
+  assert.equal(response.code, '4.02');
+  assert.match(json(response).error.message, /critical option 17 repeated/);
+  assert.equal(executions(), before);
+});
+
+test('an Accept of 3 bytes (invalid length) is unrecognised: 4.02; a repeated Content-Format (elective) is ignored', async () => {
+  const tooLong = await raw.request({ path: '/api/server/now', options: [{ name: 'Accept', value: Buffer.from([0, 0, 50]) }] });
+  assert.equal(tooLong.code, '4.02');
+  assert.match(decodeBody(tooLong.payload, CF.CBOR).error.message, /critical option 17 of invalid length 3/); // Accept ignored: CBOR
+  const repeated = await raw.request({ path: '/api/server/now', accept: 50,
+    options: [{ name: 'Content-Format', value: uint(50) }, { name: 'Content-Format', value: uint(60) }] });
+  assert.equal(repeated.code, '2.05');
+});
+
+test('a NON with an unknown critical option is rejected with an RST and never answered (RFC 7252 §5.4.1)', async () => {
+  const before = { executions: executions(), rejected: double.protocol.stats().transport.rejected };
+  const { messageId } = await raw.send({ path: '/api/server/now', confirmable: false, accept: 50, options: [{ name: '65001', value: Buffer.from('x') }] });
+  const answers = await answersTo(messageId);
+  assert.deepEqual(answers.map((a) => `${a.type} ${a.code}`), ['RST 0.00']);
+  assert.equal(double.protocol.stats().transport.rejected, before.rejected + 1);
+  assert.equal(executions(), before.executions);
 });
 
 test('after all of it the server still answers server:now, and logged no handler error', async () => {

@@ -57,6 +57,11 @@ test('a filter that matches nothing: 2.05 with no link', async () => {
   assert.deepEqual(parseLinks(run.payload?.toString('utf8') ?? ''), []);
 });
 
+test('GET /.well-known/core with Accept JSON is 4.06: it is served as link-format (40) only', async () => {
+  const run = await coap(port, '/.well-known/core', ['-m', 'get', '-A', '50']);
+  assert.equal(run.last.code, '4.06');
+});
+
 test('POST /.well-known/core is 4.05', async () => {
   const run = await coap(port, '/.well-known/core', ['-m', 'post']);
   assert.equal(run.last.code, '4.05');
