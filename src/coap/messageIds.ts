@@ -13,10 +13,6 @@ export class MessageIds {
 
   constructor(private readonly maxEndpoints: number) {}
 
-  get size(): number {
-    return this.next.size;
-  }
-
   /** The next ID for the endpoint `key` that `inUse` does not refuse (a CON of ours still in flight). */
   allocate(key: string, inUse: (id: number) => boolean): number {
     let id = this.next.get(key);
