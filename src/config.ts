@@ -25,15 +25,18 @@ export interface CoapConfig {
   envelope: Envelope;
   /** After auth:login over CoAP, later requests of the same endpoint without `jwt` use its token. */
   bindToken: boolean;
-  deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number };
+  deduplication: { maxEntries: number; maxBytes: number; lifetimeMs: number; unverifiedShare: number };
   blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
-  retransmission: { ackTimeoutMs: number; ackRandomFactor: number; maxRetransmit: number };
+  retransmission: { ackTimeoutMs: number; ackRandomFactor: number; maxRetransmit: number; maxInFlight: number; maxInFlightPerPeer: number };
+  /** RFC 9175 §2.4: what an address that has not shown it receives may be sent. */
+  amplification: { factor: number; echoLifetimeMs: number; maxWithheld: number; maxWithheldBytes: number };
   observe: {
     notificationType: 'non' | 'con' | 'as-registered';
     conEvery: number;
     conIntervalMs: number;
     queueLength: number;
     maxRelations: number;
+    maxRelationsPerPeer: number;
   };
 }
 
@@ -50,10 +53,13 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   maxConnections: 50_000,
   envelope: 'full',
   bindToken: false,
-  deduplication: { maxEntries: 100_000, maxBytes: 16 * 1024 * 1024, lifetimeMs: 247_000 },
+  deduplication: { maxEntries: 100_000, maxBytes: 16 * 1024 * 1024, lifetimeMs: 247_000, unverifiedShare: 0.25 },
   blockwise: { maxEntries: 10_000, maxBytes: 32 * 1024 * 1024, lifetimeMs: 120_000 },
-  retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4 },
-  observe: { notificationType: 'non', conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000 },
+  retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4, maxInFlight: 100_000, maxInFlightPerPeer: 16 },
+  amplification: { factor: 3, echoLifetimeMs: 60_000, maxWithheld: 10_000, maxWithheldBytes: 4 * 1024 * 1024 },
+  observe: {
+    notificationType: 'non', conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000, maxRelationsPerPeer: 64,
+  },
 });
 
 export class ConfigError extends Error {}
@@ -132,12 +138,20 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
   maxConnections: number(1, 10_000_000),
   envelope: oneOf('full', 'compact'),
   bindToken: boolean,
-  deduplication: storeRules,
+  deduplication: { ...storeRules, unverifiedShare: number(0.01, 0.99, false) },
   blockwise: storeRules,
   retransmission: {
     ackTimeoutMs: number(100, 60_000),
     ackRandomFactor: number(1, 4, false),
     maxRetransmit: number(0, 20),
+    maxInFlight: number(1, 10_000_000),
+    maxInFlightPerPeer: number(1, 65_536),
+  },
+  amplification: {
+    factor: number(0, 100),
+    echoLifetimeMs: number(1000, 3_600_000),
+    maxWithheld: number(1, 1e8),
+    maxWithheldBytes: size(1024),
   },
   observe: {
     notificationType: oneOf('non', 'con', 'as-registered'),
@@ -145,6 +159,7 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
     conIntervalMs: number(1000, 86_400_000),
     queueLength: number(1, 100_000),
     maxRelations: number(1, 10_000_000),
+    maxRelationsPerPeer: number(1, 10_000_000),
   },
 };
 

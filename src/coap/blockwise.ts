@@ -113,6 +113,8 @@ export class Block1Assembler {
 }
 
 export interface StoredBody {
+  /** Fingerprint of the request body it answers ('' when none is known). */
+  request: string;
   code: number;
   contentFormat: number | undefined;
   etag: Buffer;
@@ -128,12 +130,12 @@ export class Block2Store {
   }
 
   /** Keeps a response body for its later blocks and gives it a fresh ETag. */
-  store(key: string, code: number, contentFormat: number | undefined, payload: Buffer, now: number): StoredBody {
+  store(key: string, request: string, code: number, contentFormat: number | undefined, payload: Buffer, now: number): StoredBody {
     const etag = Buffer.allocUnsafe(4);
     etag.writeUInt32BE(this.nextEtag);
     this.nextEtag = (this.nextEtag + 1) >>> 0;
-    const body = { code, contentFormat, etag, payload };
-    this.bodies.set(key, body, payload.length + 128, now);
+    const body = { request, code, contentFormat, etag, payload };
+    this.bodies.set(key, body, payload.length + request.length + 128, now);
     return body;
   }
 

@@ -107,13 +107,8 @@ export const UNDERSTOOD_CRITICAL: ReadonlySet<number> = new Set([
   Option.BLOCK1,
 ]);
 
-/** RFC 7252 §4.8 transmission parameters. */
-export const ACK_TIMEOUT_MS = 2000;
-export const ACK_RANDOM_FACTOR = 1.5;
-export const MAX_RETRANSMIT = 4;
 /** RFC 7252 §4.8.2: how long a message ID may be met again. */
 export const EXCHANGE_LIFETIME_MS = 247_000;
-export const NON_LIFETIME_MS = 145_000;
 
 /** No-Response (RFC 7967) bits: which response classes the client does not want. */
 export const NO_RESPONSE_BITS: Readonly<Record<number, number>> = { 2: 0x02, 4: 0x08, 5: 0x10 };
@@ -135,5 +130,6 @@ export const OPTION_FORMATS: ReadonlyMap<number, { min: number; max: number; rep
   [Option.BLOCK1, { min: 0, max: 3, repeatable: false }],
   [Option.SIZE2, { min: 0, max: 4, repeatable: false }],
   [Option.SIZE1, { min: 0, max: 4, repeatable: false }],
+  [Option.ECHO, { min: 1, max: 40, repeatable: false }],
   [Option.NO_RESPONSE, { min: 0, max: 1, repeatable: false }],
 ]);

@@ -5,6 +5,11 @@
  *
  * An entry is `null` while the first copy is still being processed and the
  * datagram that answered it (piggybacked response or empty ACK) afterwards.
+ *
+ * Entries of unverified peers (any of which may be spoofed) live in a store of
+ * their own, `unverifiedShare` of the bounds: a flood of spoofed sources
+ * evicts its own entries, never those of devices that have shown they receive
+ * at their address. Together the two stores keep within the configured bounds.
  */
 import { BoundedStore } from './boundedStore';
 import { EXCHANGE_LIFETIME_MS } from './constants';
@@ -26,6 +31,8 @@ const SLAB_SIZE = 64 * 1024;
 export interface DeduplicationLimits {
   maxEntries: number;
   maxBytes: number;
+  /** Part of both bounds (0..1) for unverified peers' entries. */
+  unverifiedShare: number;
 }
 
 export type Seen = { state: 'new' } | { state: 'in-progress' } | { state: 'answered'; answer: Buffer };
@@ -34,19 +41,30 @@ const NEW: Seen = { state: 'new' };
 const IN_PROGRESS: Seen = { state: 'in-progress' };
 
 export class Deduplicator {
-  private readonly store: BoundedStore<Buffer | null>;
+  private readonly verified: BoundedStore<Buffer | null>;
+  private readonly unverified: BoundedStore<Buffer | null>;
   private slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
   private slabUsed = 0;
 
   constructor(limits: DeduplicationLimits, lifetimeMs = EXCHANGE_LIFETIME_MS) {
-    this.store = new BoundedStore({ ...limits, lifetimeMs });
+    const share = (bound: number, part: number): number => Math.max(1, Math.floor(bound * part));
+    const { maxEntries, maxBytes, unverifiedShare } = limits;
+    this.unverified = new BoundedStore({
+      maxEntries: share(maxEntries, unverifiedShare), maxBytes: share(maxBytes, unverifiedShare), lifetimeMs,
+    });
+    this.verified = new BoundedStore({
+      maxEntries: Math.max(1, maxEntries - share(maxEntries, unverifiedShare)),
+      maxBytes: Math.max(1, maxBytes - share(maxBytes, unverifiedShare)),
+      lifetimeMs,
+    });
   }
 
-  /** Looks a message up and, when it is new, records it as in progress. */
-  check(key: string, now: number): Seen {
-    const answer = this.store.get(key, now);
+  /** Looks a message up and, when it is new, records it as in progress in the store of its peer's kind. */
+  check(key: string, verifiedPeer: boolean, now: number): Seen {
+    let answer = this.verified.get(key, now);
+    if (answer === undefined) answer = this.unverified.get(key, now); // null (in progress) is an answer here
     if (answer === undefined) {
-      this.store.set(key, null, ENTRY_OVERHEAD + key.length, now);
+      (verifiedPeer ? this.verified : this.unverified).set(key, null, ENTRY_OVERHEAD + key.length, now);
       return NEW;
     }
     return answer === null ? IN_PROGRESS : { state: 'answered', answer };
@@ -54,7 +72,10 @@ export class Deduplicator {
 
   /** Records the datagram that answered the message, to replay it for duplicates. */
   answered(key: string, answer: Buffer): void {
-    this.store.update(key, this.keep(answer), ENTRY_OVERHEAD + key.length + answer.length);
+    const kept = this.keep(answer);
+    const bytes = ENTRY_OVERHEAD + key.length + answer.length;
+    this.verified.update(key, kept, bytes);
+    this.unverified.update(key, kept, bytes);
   }
 
   private keep(answer: Buffer): Buffer {
@@ -70,14 +91,23 @@ export class Deduplicator {
   }
 
   sweep(now: number): void {
-    this.store.sweep(now);
+    this.verified.sweep(now);
+    this.unverified.sweep(now);
   }
 
   clear(): void {
-    this.store.clear();
+    this.verified.clear();
+    this.unverified.clear();
   }
 
-  get stats(): { entries: number; bytes: number; evicted: number } {
-    return { entries: this.store.size, bytes: this.store.bytes, evicted: this.store.evicted };
+  get stats(): { entries: number; bytes: number; evicted: number; unverifiedEntries: number; unverifiedEvicted: number } {
+    const { verified, unverified } = this;
+    return {
+      entries: verified.size + unverified.size,
+      bytes: verified.bytes + unverified.bytes,
+      evicted: verified.evicted + unverified.evicted,
+      unverifiedEntries: unverified.size,
+      unverifiedEvicted: unverified.evicted,
+    };
   }
 }

@@ -7,6 +7,7 @@
 import type { Block } from './blockwise';
 import type { CoapMessage, CoapOption } from './message';
 import type { Observation } from './observe';
+import type { Peer } from './peer';
 
 export interface Remote {
   readonly address: string;
@@ -27,6 +28,8 @@ export interface CoapResponse {
 export interface Responder {
   respond(exchange: Exchange, response: CoapResponse): void;
   registerObservation(exchange: Exchange): Observation | null;
+  /** Answers 4.01 with an Echo value (RFC 9175): repeated with it, the request comes from a verified peer. */
+  challenge(exchange: Exchange): void;
 }
 
 export class Exchange {
@@ -50,16 +53,32 @@ export class Exchange {
   noResponse = 0;
   /** The relation this request registered, once the application accepted it. */
   observation: Observation | null = null;
+  /** The Echo option (RFC 9175) the request carries. */
+  echo: Buffer | null = null;
+  /** Bytes sent to the peer for this exchange so far, retransmissions planned included (amplification budget). */
+  bytesOut = 0;
 
   constructor(
     private readonly responder: Responder,
     readonly message: CoapMessage,
-    readonly remote: Remote,
+    readonly peer: Peer,
+    /** Transport time (monotonic ms). */
     readonly receivedAt: number,
     /** Endpoint + message ID: the deduplication key. */
     readonly key: string,
+    /** Size of the request's datagram: an unverified peer is sent a bounded multiple of it. */
+    readonly bytesIn: number,
   ) {
     this.payload = message.payload;
+  }
+
+  get remote(): Remote {
+    return this.peer.remote;
+  }
+
+  /** The peer has shown that it receives at its address (Echo, an ACK of ours, later DTLS). */
+  get verified(): boolean {
+    return this.peer.verified;
   }
 
   get method(): number {
@@ -81,6 +100,17 @@ export class Exchange {
 
   respond(response: CoapResponse): void {
     this.responder.respond(this, response);
+  }
+
+  /**
+   * True when the peer is verified. Otherwise answers 4.01 with an Echo value and returns false:
+   * a client that repeats the request with it (libcoap's do) is verified then. For what only a
+   * peer that receives at its address may do.
+   */
+  verify(): boolean {
+    if (this.peer.verified) return true;
+    if (!this.answered) this.responder.challenge(this);
+    return false;
   }
 
   /**

@@ -5,18 +5,22 @@
  * It owns, per relation, the notification sequence and the choice of CON or
  * NON (RFC 7641 §4.5: NON by default, a CON at least every `conEvery`
  * notifications or `conIntervalMs`, so that dead observers are found), and,
- * per endpoint, flow control: at most one CON notification in flight, later
- * notifications waiting in a bounded queue whose overflow drops the oldest.
+ * per peer (kept on the Peer, as `observer`), flow control: at most one CON
+ * notification in flight, later notifications waiting in a bounded queue whose
+ * overflow drops the oldest. It does not own the peers, nor message IDs and
+ * retransmission (the message layer, through `NotificationWire`).
  *
  * A relation ends on deregistration (`Observe: 1`), a re-registration of its
  * token, an RST answering one of its notifications, a CON notification that is
  * never acknowledged (then every relation of that endpoint ends: it is
  * unreachable), or by the application. Its owner hears why through `onEnd`.
  */
+import { now } from './clock';
 import type { CoapResponse, Remote } from './exchange';
+import type { Peer } from './peer';
 import type { Outcome } from './retransmission';
 
-export type EndReason = 'deregistered' | 'replaced' | 'reset' | 'timeout' | 'ended' | 'closed';
+export type EndReason = 'deregistered' | 'replaced' | 'reset' | 'timeout' | 'ended' | 'dropped' | 'closed';
 
 export type NotificationType = 'non' | 'con' | 'as-registered';
 
@@ -29,6 +33,8 @@ export interface ObserveOptions {
   /** Notifications waiting per endpoint behind a CON in flight. */
   queueLength: number;
   maxRelations: number;
+  /** Relations one peer may hold: a single source cannot take the whole `maxRelations`. */
+  maxRelationsPerPeer: number;
 }
 
 /** What the observe layer needs from the message layer to put a notification on the wire. */
@@ -41,6 +47,8 @@ export interface NotificationWire {
     confirmable: boolean,
     onDone: ((outcome: Outcome) => void) | undefined,
   ): number;
+  /** Whether a CON to this peer can be tracked now (bounds on CONs in flight). */
+  canConfirm(peer: Peer): boolean;
 }
 
 /** 24-bit Observe sequence numbers (RFC 7641 §3.4). */
@@ -57,7 +65,7 @@ export class Observation {
 
   constructor(
     private readonly layer: ObserveLayer,
-    readonly remote: Remote,
+    readonly peer: Peer,
     readonly token: Buffer,
     /** Endpoint + token. */
     readonly key: string,
@@ -66,9 +74,13 @@ export class Observation {
     readonly registeredConfirmable: boolean,
     /** The block size exponent the registration asked for, if any. */
     readonly szx: number | null,
-    now: number,
+    at: number,
   ) {
-    this.lastConAt = now;
+    this.lastConAt = at;
+  }
+
+  get remote(): Remote {
+    return this.peer.remote;
   }
 
   nextSequence(): number {
@@ -95,20 +107,26 @@ interface Pending {
 /** How many recent NON notifications per endpoint an RST can still be matched to. */
 const RECENT_NON = 8;
 
-interface ObserverEndpoint {
-  relations: Set<Observation>;
-  conInFlight: boolean;
-  queue: Pending[];
+/** A peer's relations and the flow of notifications to it. */
+export class ObserverQueue {
+  readonly relations = new Set<Observation>();
+  conInFlight = false;
+  readonly queue: Pending[] = [];
   /** Ring of the last NON notifications' message IDs and relations, so that an RST ends the right one. */
-  recentMessageIds: number[];
-  recentRelations: (Observation | null)[];
-  recentNext: number;
+  readonly recentMessageIds: number[] = new Array(RECENT_NON).fill(-1);
+  readonly recentRelations: (Observation | null)[] = new Array(RECENT_NON).fill(null);
+  recentNext = 0;
+
+  get empty(): boolean {
+    return this.relations.size === 0 && !this.conInFlight && this.queue.length === 0;
+  }
 }
 
 export class ObserveLayer {
   private readonly relations = new Map<string, Observation>();
-  private readonly endpoints = new Map<string, ObserverEndpoint>();
-  private readonly counters = { notifications: 0, dropped: 0, ended: 0 };
+  /** Peers with an ObserverQueue, for stats and endAll. */
+  private readonly observers = new Set<Peer>();
+  private readonly counters = { notifications: 0, dropped: 0, ended: 0, refusedPerPeer: 0 };
 
   constructor(
     private readonly options: ObserveOptions,
@@ -116,10 +134,10 @@ export class ObserveLayer {
   ) {
   }
 
-  get stats(): { relations: number; observers: number; notifications: number; dropped: number; ended: number; queued: number } {
+  get stats(): { relations: number; observers: number; notifications: number; dropped: number; ended: number; refusedPerPeer: number; queued: number } {
     let queued = 0;
-    for (const endpoint of this.endpoints.values()) queued += endpoint.queue.length;
-    return { relations: this.relations.size, observers: this.endpoints.size, ...this.counters, queued };
+    for (const peer of this.observers) queued += peer.observer?.queue.length ?? 0;
+    return { relations: this.relations.size, observers: this.observers.size, ...this.counters, queued };
   }
 
   static keyOf(remote: Remote, token: Buffer): string {
@@ -130,30 +148,31 @@ export class ObserveLayer {
     return this.relations.get(ObserveLayer.keyOf(remote, token));
   }
 
-  /** Registers a relation; null when the bound on relations is reached. Replaces a relation of the same token. */
-  register(remote: Remote, token: Buffer, resourceKey: string, confirmable: boolean, szx: number | null, now: number): Observation | null {
-    const key = ObserveLayer.keyOf(remote, token);
+  /**
+   * Registers a relation; null when the bound on relations, in all or for this peer, is reached.
+   * Replaces a relation of the same token.
+   */
+  register(peer: Peer, token: Buffer, resourceKey: string, confirmable: boolean, szx: number | null, at: number): Observation | null {
+    const key = ObserveLayer.keyOf(peer.remote, token);
     const previous = this.relations.get(key);
     if (previous !== undefined) this.end(previous, 'replaced');
     if (this.relations.size >= this.options.maxRelations) return null;
-    const relation = new Observation(this, remote, Buffer.from(token), key, resourceKey, confirmable, szx, now);
-    this.relations.set(key, relation);
-    let endpoint = this.endpoints.get(remote.key);
-    if (endpoint === undefined) {
-      endpoint = {
-        relations: new Set(), conInFlight: false, queue: [],
-        recentMessageIds: new Array(RECENT_NON).fill(-1), recentRelations: new Array(RECENT_NON).fill(null), recentNext: 0,
-      };
-      this.endpoints.set(remote.key, endpoint);
+    if ((peer.observer?.relations.size ?? 0) >= this.options.maxRelationsPerPeer) {
+      this.counters.refusedPerPeer++;
+      return null;
     }
-    endpoint.relations.add(relation);
+    const relation = new Observation(this, peer, Buffer.from(token), key, resourceKey, confirmable, szx, at);
+    this.relations.set(key, relation);
+    peer.observer ??= new ObserverQueue();
+    peer.observer.relations.add(relation);
+    this.observers.add(peer);
     return relation;
   }
 
-  /** An RST from an endpoint: ends the relation whose recent NON notification it answers. */
-  reset(remote: Remote, messageId: number): boolean {
-    const endpoint = this.endpoints.get(remote.key);
-    if (endpoint === undefined) return false;
+  /** An RST from a peer: ends the relation whose recent NON notification it answers. */
+  reset(peer: Peer, messageId: number): boolean {
+    const endpoint = peer.observer;
+    if (endpoint === null) return false;
     const at = endpoint.recentMessageIds.indexOf(messageId);
     const relation = at === -1 ? null : endpoint.recentRelations[at];
     if (relation === null) return false;
@@ -172,24 +191,33 @@ export class ObserveLayer {
     relation.ended = true;
     this.relations.delete(relation.key);
     this.counters.ended++;
-    const endpoint = this.endpoints.get(relation.remote.key);
-    if (final !== undefined && endpoint !== undefined) this.enqueue({ relation, response: final, final: true });
-    if (endpoint !== undefined) {
+    const endpoint = relation.peer.observer;
+    if (final !== undefined && endpoint !== null) this.enqueue({ relation, response: final, final: true });
+    if (endpoint !== null) {
       endpoint.relations.delete(relation);
-      this.forgetIfIdle(relation.remote.key, endpoint);
+      this.forgetIfIdle(relation.peer);
     }
     relation.onEnd?.(reason);
   }
 
+  /** Ends every relation of a peer that is being dropped, without a final notification. */
+  endPeer(peer: Peer, reason: EndReason): void {
+    const endpoint = peer.observer;
+    if (endpoint === null) return;
+    endpoint.queue.length = 0;
+    for (const relation of [...endpoint.relations]) this.end(relation, reason);
+    peer.observer = null;
+    this.observers.delete(peer);
+  }
+
   /** Ends every relation (server closing). */
   endAll(reason: EndReason): void {
-    for (const relation of [...this.relations.values()]) this.end(relation, reason);
-    this.endpoints.clear();
+    for (const peer of [...this.observers]) this.endPeer(peer, reason);
   }
 
   private enqueue(item: Pending): void {
-    const endpoint = this.endpoints.get(item.relation.remote.key);
-    if (endpoint === undefined) return;
+    const endpoint = item.relation.peer.observer;
+    if (endpoint === null) return;
     if (!endpoint.conInFlight) {
       this.send(endpoint, item);
       return;
@@ -205,14 +233,15 @@ export class ObserveLayer {
     }
   }
 
-  private send(endpoint: ObserverEndpoint, item: Pending): void {
+  private send(endpoint: ObserverQueue, item: Pending): void {
     const { relation } = item;
-    const now = Date.now();
-    const confirmable = item.final || this.wantsConfirmable(relation, now);
+    const at = now();
+    // A CON the message layer cannot track now (its bounds on CONs in flight) goes as a NON.
+    const confirmable = (item.final || this.wantsConfirmable(relation, at)) && this.wire.canConfirm(relation.peer);
     const sequence = item.final ? null : relation.nextSequence();
     if (confirmable) {
       relation.sinceCon = 0;
-      relation.lastConAt = now;
+      relation.lastConAt = at;
       endpoint.conInFlight = true;
     } else {
       relation.sinceCon++;
@@ -227,13 +256,13 @@ export class ObserveLayer {
     }
   }
 
-  private wantsConfirmable(relation: Observation, now: number): boolean {
+  private wantsConfirmable(relation: Observation, at: number): boolean {
     const { notificationType, conEvery, conIntervalMs } = this.options;
     if (notificationType === 'con' || (notificationType === 'as-registered' && relation.registeredConfirmable)) return true;
-    return relation.sinceCon + 1 >= conEvery || now - relation.lastConAt >= conIntervalMs;
+    return relation.sinceCon + 1 >= conEvery || at - relation.lastConAt >= conIntervalMs;
   }
 
-  private settled(endpoint: ObserverEndpoint, relation: Observation, outcome: Outcome): void {
+  private settled(endpoint: ObserverQueue, relation: Observation, outcome: Outcome): void {
     endpoint.conInFlight = false;
     if (outcome === 'reset') this.end(relation, 'reset');
     if (outcome === 'timeout') {
@@ -245,10 +274,12 @@ export class ObserveLayer {
     while (!endpoint.conInFlight && endpoint.queue.length > 0) {
       this.send(endpoint, endpoint.queue.shift() as Pending);
     }
-    this.forgetIfIdle(relation.remote.key, endpoint);
+    this.forgetIfIdle(relation.peer);
   }
 
-  private forgetIfIdle(key: string, endpoint: ObserverEndpoint): void {
-    if (endpoint.relations.size === 0 && !endpoint.conInFlight && endpoint.queue.length === 0) this.endpoints.delete(key);
+  private forgetIfIdle(peer: Peer): void {
+    if (peer.observer?.empty !== true) return;
+    peer.observer = null;
+    this.observers.delete(peer);
   }
 }

@@ -5,8 +5,6 @@
  * retransmissions went unanswered. There is no timer per message: the
  * transport's periodic tick calls `due()`.
  */
-import { ACK_RANDOM_FACTOR, ACK_TIMEOUT_MS, MAX_RETRANSMIT } from './constants';
-
 export type Outcome = 'acked' | 'reset' | 'timeout' | 'cancelled';
 
 export interface Destination {
@@ -19,6 +17,8 @@ interface InFlight {
   readonly to: Destination;
   readonly onDone: ((outcome: Outcome) => void) | undefined;
   retransmissions: number;
+  /** At most this many retransmissions (fewer than MAX_RETRANSMIT when a byte budget says so). */
+  readonly limit: number;
   timeoutMs: number;
   dueAt: number;
 }
@@ -27,13 +27,11 @@ export interface RetransmissionParameters {
   ackTimeoutMs: number;
   ackRandomFactor: number;
   maxRetransmit: number;
+  /** CONs of ours in flight, in all and to one peer: past these, what would be a CON goes as a NON. */
+  maxInFlight: number;
+  maxInFlightPerPeer: number;
 }
 
-export const DEFAULT_RETRANSMISSION: RetransmissionParameters = {
-  ackTimeoutMs: ACK_TIMEOUT_MS,
-  ackRandomFactor: ACK_RANDOM_FACTOR,
-  maxRetransmit: MAX_RETRANSMIT,
-};
 
 export class Retransmitter {
   private readonly inFlight = new Map<string, InFlight>();
@@ -51,11 +49,16 @@ export class Retransmitter {
     return this.inFlight.has(key);
   }
 
-  /** Sends a CON message now and keeps it until it is settled. `key` is endpoint + message ID. */
-  start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: (outcome: Outcome) => void): void {
-    const { ackTimeoutMs, ackRandomFactor } = this.params;
+  /**
+   * Sends a CON message now and keeps it until it is settled. `key` is endpoint + message ID;
+   * `limit` caps the retransmissions below MAX_RETRANSMIT.
+   */
+  start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: (outcome: Outcome) => void, limit = Infinity): void {
+    const { ackTimeoutMs, ackRandomFactor, maxRetransmit } = this.params;
     const timeoutMs = ackTimeoutMs * (1 + Math.random() * (ackRandomFactor - 1));
-    this.inFlight.set(key, { datagram, to, onDone, retransmissions: 0, timeoutMs, dueAt: now + timeoutMs });
+    this.inFlight.set(key, {
+      datagram, to, onDone, retransmissions: 0, limit: Math.min(limit, maxRetransmit), timeoutMs, dueAt: now + timeoutMs,
+    });
     this.send(datagram, to);
   }
 
@@ -72,7 +75,7 @@ export class Retransmitter {
   due(now: number): void {
     for (const [key, message] of this.inFlight) {
       if (message.dueAt > now) continue;
-      if (message.retransmissions >= this.params.maxRetransmit) {
+      if (message.retransmissions >= message.limit) {
         this.finish(key, 'timeout');
         continue;
       }

@@ -26,6 +26,9 @@ const MANIFEST = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'ma
 /** What a device is told to wait before retrying when the plugin is full. */
 const RETRY_AFTER_SECONDS = 30;
 
+/** Actions that bind or unbind a session with `bindToken`. */
+const SESSION_ACTIONS = new Set(['auth:login', 'auth:refreshToken', 'auth:logout']);
+
 /** Where the two-step form observes a channel joined by POST /api/realtime/subscribe. */
 const CHANNELS_ROOT = 'channels';
 
@@ -77,7 +80,8 @@ class CoapProtocol {
     this.execute = bindExecute(entryPoint, context, this.protocol,
       (error) => context.log.error(`[${this.protocol}] error in a Kuzzle response callback: ${(error as Error)?.stack ?? error}`));
     const endpoints = new Endpoints(this.protocol, entryPoint, context, config,
-      (endpoint) => this.realtime?.endConnection(endpoint.connection.id));
+      (endpoint) => this.realtime?.endConnection(endpoint.connection.id),
+      (endpoint) => this.realtime?.hasRelations(endpoint.connection.id) === true);
     this.endpoints = endpoints;
     const realtime = new Realtime(this.protocol, this.execute, endpoints, context.log);
     this.realtime = realtime;
@@ -90,9 +94,11 @@ class CoapProtocol {
         blockSize: config.blockSize,
         maxBodySize: () => maxBody,
         maxPeers: config.maxConnections,
+        peerIdleMs: config.idleTimeoutMs,
         deduplication: config.deduplication,
         blockwise: config.blockwise,
         retransmission: config.retransmission,
+        amplification: config.amplification,
         observe: config.observe,
         tickMs: 50,
         links: LINKS,
@@ -112,7 +118,7 @@ class CoapProtocol {
     this.listening = bound;
     this.sweeper = setInterval(() => {
       try {
-        const removed = endpoints.sweep(Date.now(), (endpoint) => realtime.hasRelations(endpoint.connection.id));
+        const removed = endpoints.sweep(Date.now());
         if (removed > 0) context.log.debug(`[${this.protocol}] removed ${removed} idle connection(s)`);
       } catch (error) {
         context.log.error(`[${this.protocol}] error while removing idle connections: ${(error as Error)?.stack ?? error}`);
@@ -163,6 +169,7 @@ class CoapProtocol {
   stats(): Record<string, unknown> {
     return {
       connections: this.endpoints?.size ?? 0,
+      connectionsEvicted: this.endpoints?.evicted ?? 0,
       realtime: this.realtime?.stats ?? null,
       transport: this.server?.stats ?? null,
     };
@@ -203,7 +210,9 @@ class CoapProtocol {
         return;
       }
     }
-    const endpoint = (this.endpoints as Endpoints).touch(exchange.remote, exchange.receivedAt);
+    // Wall-clock time: sessions expire at Kuzzle's expiresAt, a date.
+    const now = Date.now();
+    const endpoint = (this.endpoints as Endpoints).touch(exchange.remote, now, exchange.verified);
     if (endpoint === undefined) {
       fail(Code.SERVICE_UNAVAILABLE, 'network.coap.too_many_connections',
         'this server has reached its maximum number of devices; retry later',
@@ -212,7 +221,7 @@ class CoapProtocol {
     }
     const realtime = this.realtime as Realtime;
     if (data.jwt === undefined && endpoint.session !== null) {
-      if (endpoint.session.expiresAt <= exchange.receivedAt) {
+      if (endpoint.session.expiresAt <= now) {
         endpoint.session = null;
         realtime.expireSession(endpoint.connection.id, 'the token bound to this device expired: log in again');
         fail(Code.UNAUTHORIZED, 'security.token.expired', 'the token bound to this device expired: log in again');
@@ -231,12 +240,16 @@ class CoapProtocol {
       return;
     }
     const action = `${data.controller}:${data.action}`;
+    // Binding or unbinding a session is for a device that receives at its address: a spoofed
+    // auth:login must not fix the attacker's session on a victim's endpoint (4.01 + Echo first).
+    if (this.config?.bindToken && SESSION_ACTIONS.has(action) && !exchange.verify()) return;
+    const jwt = data.jwt;
     try {
       (this.execute as Execute)(data, endpoint.connection, (response: KuzzleResponse) => {
         // A fault here ends this exchange with 5.00; the process and the other exchanges go on.
         try {
           if (action === 'realtime:subscribe') realtime.subscribed(response);
-          else if (this.config?.bindToken) this.bindSession(endpoint, action, response);
+          else if (this.config?.bindToken) this.bindSession(endpoint, action, response, jwt);
           exchange.respond(fromKuzzle(response, envelope, format));
         } catch (error) {
           this.log?.error(`[${this.protocol}] cannot answer ${action} to ${exchange.remote.key}: ${(error as Error)?.stack ?? error}`);
@@ -250,19 +263,28 @@ class CoapProtocol {
     }
   }
 
-  /** With `bindToken`, auth:login and auth:refreshToken bind their token to the endpoint, auth:logout unbinds it. */
-  private bindSession(endpoint: Endpoint, action: string, response: KuzzleResponse): void {
+  /**
+   * With `bindToken`, auth:login and auth:refreshToken bind their token to the endpoint, auth:logout
+   * with the bound token unbinds it. A login never replaces the live binding of another user: the
+   * device logs out first. `jwt` is the token the request ran with.
+   */
+  private bindSession(endpoint: Endpoint, action: string, response: KuzzleResponse, jwt: unknown): void {
     if (response.status !== 200) return;
+    const bound = endpoint.session;
     if (action === 'auth:logout') {
-      endpoint.session = null;
+      if (bound !== null && jwt === bound.jwt) endpoint.session = null;
       return;
     }
     if (action !== 'auth:login' && action !== 'auth:refreshToken') return;
-    const result = (response.content as { result?: { jwt?: unknown; expiresAt?: unknown } } | null)?.result;
-    if (typeof result?.jwt === 'string') {
-      const expiresAt = typeof result.expiresAt === 'number' && result.expiresAt > 0 ? result.expiresAt : Infinity;
-      endpoint.session = { jwt: result.jwt, expiresAt };
+    const result = (response.content as { result?: { _id?: unknown; jwt?: unknown; expiresAt?: unknown } } | null)?.result;
+    if (typeof result?.jwt !== 'string') return;
+    const kuid = typeof result._id === 'string' ? result._id : null;
+    if (bound !== null && bound.expiresAt > Date.now() && bound.kuid !== kuid) {
+      this.log?.warn(`[${this.protocol}] ${action} of user ${kuid} from ${endpoint.remote.key} did not replace the token bound there for user ${bound.kuid}: log out first`);
+      return;
     }
+    const expiresAt = typeof result.expiresAt === 'number' && result.expiresAt > 0 ? result.expiresAt : Infinity;
+    endpoint.session = { jwt: result.jwt, expiresAt, kuid };
   }
 
   private transportLogger(log: HostLog): TransportLogger {

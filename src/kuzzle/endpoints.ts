@@ -3,7 +3,10 @@
  * endpoint (address and port), created on its first request and removed from
  * Kuzzle after `idleTimeoutMs` without traffic, on `disconnect`, or when the
  * plugin stops (a device with live observe relations is never idle). The
- * number of endpoints is bounded.
+ * number of endpoints is bounded: when the table is full, the least recently
+ * active endpoint that is unverified (it never showed that it receives at its
+ * address, so it may be spoofed) and holds no relation makes room, so a flood
+ * of spoofed sources cannot lock real devices out.
  */
 import type { Remote } from '../coap/exchange';
 import type { ClientConnection, EntryPoint, ProtocolContext } from './host';
@@ -12,9 +15,14 @@ export interface Endpoint {
   readonly remote: Remote;
   readonly connection: ClientConnection;
   lastSeen: number;
-  /** A token bound to this endpoint by auth:login, when sessions are enabled. */
-  session: { jwt: string; expiresAt: number } | null;
+  /** The transport verified the endpoint's address (Echo, an ACK of ours). */
+  verified: boolean;
+  /** A token bound to this endpoint by auth:login, when sessions are enabled, and whose it is. */
+  session: { jwt: string; expiresAt: number; kuid: string | null } | null;
 }
+
+/** How many of the least recently active endpoints are looked at for one to drop when the table is full. */
+const EVICTION_SCAN = 64;
 
 /** The address Kuzzle should see: an IPv4 client of a dual-stack socket, without its "::ffff:" mapping. */
 export function clientIp(address: string): string {
@@ -22,7 +30,9 @@ export function clientIp(address: string): string {
 }
 
 export class Endpoints {
+  /** Least recently active first: an endpoint moves to the back on each request. */
   private readonly byKey = new Map<string, Endpoint>();
+  private evictedCount = 0;
   private readonly byConnectionId = new Map<string, Endpoint>();
 
   constructor(
@@ -32,27 +42,52 @@ export class Endpoints {
     private readonly limits: { idleTimeoutMs: number; maxConnections: number },
     /** Told before an endpoint's connection is removed from Kuzzle. */
     private readonly onRemove: (endpoint: Endpoint) => void,
+    /** Whether an endpoint holds live observe relations (it is then never dropped for room). */
+    private readonly busy: (endpoint: Endpoint) => boolean,
   ) {}
 
   get size(): number {
     return this.byKey.size;
   }
 
-  /** The endpoint of a request, created on first contact; undefined when the bound is reached. */
-  touch(remote: Remote, now: number): Endpoint | undefined {
+  /** Endpoints dropped to make room for new ones. */
+  get evicted(): number {
+    return this.evictedCount;
+  }
+
+  /**
+   * The endpoint of a request, created on first contact; undefined when the table is full and no
+   * unverified endpoint without relations can make room.
+   */
+  touch(remote: Remote, now: number, verified: boolean): Endpoint | undefined {
     let endpoint = this.byKey.get(remote.key);
     if (endpoint === undefined) {
-      if (this.byKey.size >= this.limits.maxConnections) return undefined;
+      if (this.byKey.size >= this.limits.maxConnections && !this.evictOne()) return undefined;
       const connection = new this.context.ClientConnection(this.protocol, [clientIp(remote.address)]);
       // Kuzzle's uuid comes as a chain of string pieces (~490 B); reading a character flattens it (~63 B).
       connection.id.charCodeAt(0);
-      endpoint = { remote, connection, lastSeen: now, session: null };
-      this.byKey.set(remote.key, endpoint);
+      endpoint = { remote, connection, lastSeen: now, verified, session: null };
       this.byConnectionId.set(connection.id, endpoint);
       this.entryPoint.newConnection(connection);
+    } else {
+      this.byKey.delete(remote.key);
     }
+    this.byKey.set(remote.key, endpoint);
     endpoint.lastSeen = now;
+    endpoint.verified ||= verified;
     return endpoint;
+  }
+
+  private evictOne(): boolean {
+    let scanned = 0;
+    for (const endpoint of this.byKey.values()) {
+      if (scanned++ >= EVICTION_SCAN) return false;
+      if (endpoint.verified || this.busy(endpoint)) continue;
+      this.evictedCount++;
+      this.remove(endpoint);
+      return true;
+    }
+    return false;
   }
 
   byConnection(connectionId: string): Endpoint | undefined {
@@ -68,12 +103,13 @@ export class Endpoints {
     this.entryPoint.removeConnection(endpoint.connection.id);
   }
 
-  /** Removes endpoints idle for longer than the configured time, except those `busy` keeps (live relations). */
-  sweep(now: number, busy: (endpoint: Endpoint) => boolean): number {
+  /** Removes endpoints idle for longer than the configured time, except those with live relations. */
+  sweep(now: number): number {
     const cutoff = now - this.limits.idleTimeoutMs;
     let removed = 0;
     for (const endpoint of this.byKey.values()) {
-      if (endpoint.lastSeen <= cutoff && !busy(endpoint)) {
+      if (endpoint.lastSeen > cutoff) break; // least recently active first: the rest are newer
+      if (!this.busy(endpoint)) {
         this.remove(endpoint);
         removed++;
       }

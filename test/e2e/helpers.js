@@ -12,6 +12,7 @@
  */
 const { execFileSync } = require('node:child_process');
 const { coapClient } = require('../support/peers');
+const { nodeCoapRequest } = require('../support/nodeCoap');
 const { CF, decodeBody, openRawPeer } = require('../support/raw');
 const support = require('../support/util');
 
@@ -25,17 +26,6 @@ function childProcesses() {
     .map((line) => line.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/))
     .filter((m) => m && Number(m[2]) === process.pid && !m[3].startsWith('ps '))
     .map((m) => `${m[1]} ${m[3]}`);
-}
-
-/** Rejects with `what` if `promise` takes longer than ms. */
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** support/util waitUntil, polling every 50 ms (probes here are HTTP calls and ps), for 5 s unless told. */
@@ -112,30 +102,16 @@ function lineJson(line) {
  */
 const NODE_COAP_FORMATS = { 'application/json': CF.JSON, 'application/cbor': CF.CBOR, 'text/plain': 0 };
 
-function nodeCoap({ port, agent, method = 'POST', pathname, query, payload, contentFormat, accept, confirmable = true, timeoutMs = 8000 }) {
-  const coap = require('coap');
-  return within(new Promise((resolve, reject) => {
-    const req = coap.request({ hostname: '127.0.0.1', port, method, pathname, query, agent, confirmable });
-    if (contentFormat !== undefined) req.setOption('Content-Format', contentFormat === CF.CBOR ? 'application/cbor' : 'application/json');
-    if (accept !== undefined) req.setOption('Accept', accept === CF.CBOR ? 'application/cbor' : 'application/json');
-    req.on('response', (res) => {
-      // node-coap gives known Content-Formats by name ('application/cbor'), others as numbers
-      const cf = res.headers['Content-Format'];
-      const contentFormatValue = typeof cf === 'string' ? NODE_COAP_FORMATS[cf] ?? cf : cf;
-      let body;
-      try {
-        body = decodeBody(res.payload, contentFormatValue);
-      } catch (error) {
-        reject(error);
-        return;
-      }
-      resolve({ code: res.code, options: res.options, payload: res.payload, contentFormat: contentFormatValue, body });
-    });
-    req.on('error', reject);
-    req.on('timeout', () => reject(new Error('node-coap timeout')));
-    if (payload !== undefined) req.write(payload);
-    req.end();
-  }), timeoutMs, `node-coap ${method} ${pathname}`);
+async function nodeCoap({ port, agent, method = 'POST', pathname, query, payload, contentFormat, accept, confirmable = true, timeoutMs = 8000 }) {
+  const options = {};
+  if (contentFormat !== undefined) options['Content-Format'] = contentFormat === CF.CBOR ? 'application/cbor' : 'application/json';
+  if (accept !== undefined) options.Accept = accept === CF.CBOR ? 'application/cbor' : 'application/json';
+  const res = await nodeCoapRequest({ hostname: '127.0.0.1', port, method, pathname, query, agent, confirmable }, { options, body: payload, timeoutMs });
+  // node-coap gives known Content-Formats by name ('application/cbor'), others as numbers
+  const cf = res.headers['Content-Format'];
+  const contentFormatValue = typeof cf === 'string' ? NODE_COAP_FORMATS[cf] ?? cf : cf;
+  const body = decodeBody(res.payload, contentFormatValue);
+  return { code: res.code, options: res.options, payload: res.payload, contentFormat: contentFormatValue, body, echoed: res.echoed };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -203,5 +179,4 @@ module.exports = {
   nodeCoap,
   rawEndpoint,
   waitUntil,
-  within,
 };

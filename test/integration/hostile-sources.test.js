@@ -45,19 +45,28 @@ test('datagrams from source port 0 are dropped before decoding, counted, and cra
   assert.equal(typeof json(response).result.now, 'number');
 });
 
-test('a spoofed 127.x.y.z source with a real port is an ordinary peer: its slow request is answered there', async () => {
+test('a spoofed 127.x.y.z source with a real port is an ordinary, unverified peer: its slow request runs, its answer is withheld', async () => {
   const dgram = require('node:dgram');
   const victim = dgram.createSocket('udp4');
   await new Promise((resolve) => victim.bind(0, '127.9.8.7', resolve));
   const received = [];
-  victim.on('message', (message) => received.push(packet.parse(message)));
+  let bytesReceived = 0;
+  victim.on('message', (message) => {
+    bytesReceived += message.length;
+    received.push(packet.parse(message));
+  });
   try {
     const before = executions();
-    await sendSpoofed([{ from: '127.9.8.7', fromPort: victim.address().port, to: '127.0.0.1', toPort: port, bytes: con(0x2001, '/api/test/slow', ['ms=300']) }]);
-    await sleep(1000);
+    const request = con(0x2001, '/api/test/slow', ['ms=300']);
+    await sendSpoofed([{ from: '127.9.8.7', fromPort: victim.address().port, to: '127.0.0.1', toPort: port, bytes: request }]);
+    await sleep(1500); // the slow action, the separate answer and its retransmissions (FAST: 200 ms, doubling)
     assert.equal(executions(), before + 1);
     assert.ok(received.some((m) => m.ack && m.code === '0.00'), 'the empty ACK reached the spoofed address');
-    assert.ok(received.some((m) => m.confirmable && m.code === '2.05'), 'the separate response reached the spoofed address');
+    const challenge = received.find((m) => m.confirmable && m.code === '4.01');
+    assert.ok(challenge, 'the separate answer reached the spoofed address as 4.01');
+    assert.ok(challenge.options.some((o) => o.name === '252'), '... with an Echo option');
+    assert.ok(!received.some((m) => m.code === '2.05'), 'the answer itself was withheld');
+    assert.ok(bytesReceived <= 3 * request.length, `${bytesReceived} bytes sent for a ${request.length}-byte request, retransmissions included`);
   } finally {
     victim.close();
   }

@@ -5,6 +5,7 @@ const assert = require('node:assert/strict');
 const coap = require('coap');
 const { bootDouble, bigResult } = require('./coap-helpers');
 const { decodeWithCbor2 } = require('../support/peers');
+const { nodeCoapRequest } = require('../support/nodeCoap');
 
 let double;
 let port;
@@ -18,23 +19,9 @@ after(async () => {
   await double?.stop();
 });
 
-/** One node-coap request; resolves its response or rejects after 5 s. */
-function request({ pathname, query, options = {}, body }) {
-  return new Promise((resolve, reject) => {
-    const req = coap.request({ hostname: '127.0.0.1', port, method: 'POST', pathname, query, agent });
-    const timer = setTimeout(() => reject(new Error(`no response to ${pathname} within 5 s`)), 5000);
-    req.on('response', (res) => {
-      clearTimeout(timer);
-      resolve(res);
-    });
-    req.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    for (const [name, value] of Object.entries(options)) req.setOption(name, value);
-    req.end(body);
-  });
-}
+/** One node-coap request (repeated with the Echo value of a 4.01, see nodeCoapRequest); rejects after 5 s. */
+const request = ({ pathname, query, options = {}, body }) =>
+  nodeCoapRequest({ hostname: '127.0.0.1', port, method: 'POST', pathname, query, agent }, { options, body });
 
 test('POST /api/server/now: 2.05 and a CBOR full envelope', async () => {
   const res = await request({ pathname: '/api/server/now' });

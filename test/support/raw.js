@@ -120,9 +120,13 @@ const describe = (m) => `${m.type} ${m.code} mid=${m.messageId} token=${m.tokenH
  * - `onCon`: what it answers to the server's CON messages, 'ack' | 'rst' | 'ignore'; `onNon`: to
  *   NON messages, 'none' | 'rst' (both settable at any time);
  * - `defaults`: request fields used where a request gives none (e.g. {method: 'GET', accept: 50},
- *   {timeoutMs: 2000, retries: 2}).
+ *   {timeoutMs: 2000, retries: 2});
+ * - `verify` (default true): before resolving, the peer proves that it receives at its address, as
+ *   a device does on its first large answer: a GET /.well-known/core gets 4.01 with an Echo value
+ *   (RFC 9175), repeated with it, its answer. Tests of what unverified peers get pass false.
+ *   What was received meanwhile is cleared.
  */
-async function openRawPeer(port, { address = '127.0.0.1', onCon = 'ack', onNon = 'none', defaults = {} } = {}) {
+async function openRawPeer(port, { address = '127.0.0.1', onCon = 'ack', onNon = 'none', defaults = {}, verify = true } = {}) {
   const socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
   await new Promise((resolve, reject) => {
     socket.once('error', reject);
@@ -293,6 +297,18 @@ async function openRawPeer(port, { address = '127.0.0.1', onCon = 'ack', onNon =
       return peer.request({ method: 'GET', ...opts, path, query, token, observe: 1 });
     },
 
+    /**
+     * Sends a request; when the answer is 4.01 with an Echo option, repeats it with the value (a
+     * new message ID, as libcoap does). Resolves {first, response}: the 4.01 (or null) and the answer.
+     */
+    async requestWithEcho(fields) {
+      const first = await peer.request(fields);
+      const echo = option(first, '252');
+      if (first.code !== '4.01' || echo === undefined) return { first: null, response: first };
+      const options = [...(fields.options ?? []), { name: '252', value: echo }];
+      return { first, response: await peer.request({ ...fields, messageId: undefined, options }) };
+    },
+
     /** Forgets what was received so far. */
     clear() {
       messages.length = 0;
@@ -325,6 +341,11 @@ async function openRawPeer(port, { address = '127.0.0.1', onCon = 'ack', onNon =
     }
     for (const waiter of waiters) waiter();
   });
+  if (verify) {
+    const { response } = await peer.requestWithEcho({ method: 'GET', path: '/.well-known/core', accept: null, timeoutMs: 2000, retries: 2 });
+    if (response.code !== '2.05') throw new Error(`raw peer: GET /.well-known/core answered ${response.code}, not 2.05`);
+    peer.clear();
+  }
   return peer;
 }
 

@@ -63,8 +63,8 @@ test('Block1Assembler: wrong block length, BERT, and expiry of half-done uploads
 
 test('Block2Store keeps bodies with distinct ETags and forgets them after their lifetime', () => {
   const store = new Block2Store(limits);
-  const one = store.store('a', 0x45, 60, Buffer.alloc(5000), 0);
-  const two = store.store('b', 0x45, 60, Buffer.alloc(5000), 0);
+  const one = store.store('a', '', 0x45, 60, Buffer.alloc(5000), 0);
+  const two = store.store('b', '', 0x45, 60, Buffer.alloc(5000), 0);
   assert.equal(one.etag.length, 4);
   assert.notDeepEqual(one.etag, two.etag);
   assert.equal(store.get('a', 10), one);

@@ -43,23 +43,40 @@ test('BoundedStore expires entries after their lifetime; update keeps the age, s
 });
 
 test('Deduplicator: new, then in progress, then the recorded answer', () => {
-  const dedup = new Deduplicator({ maxEntries: 10, maxBytes: 1e6 }, 1000);
-  assert.equal(dedup.check('ep#1', 0).state, 'new');
-  assert.equal(dedup.check('ep#1', 1).state, 'in-progress');
-  dedup.answered('ep#1', Buffer.from('answer'));
-  const seen = dedup.check('ep#1', 2);
-  assert.equal(seen.state, 'answered');
-  assert.equal(seen.answer.toString(), 'answer');
-  assert.equal(dedup.check('ep#2', 2).state, 'new');
-  assert.equal(dedup.check('ep#1', 1000).state, 'new'); // EXCHANGE_LIFETIME over: a new exchange
+  const dedup = new Deduplicator({ maxEntries: 10, maxBytes: 1e6, unverifiedShare: 0.5 }, 1000);
+  for (const verified of [true, false]) {
+    const key = `ep${verified}#1`;
+    assert.equal(dedup.check(key, verified, 0).state, 'new');
+    assert.equal(dedup.check(key, verified, 1).state, 'in-progress');
+    dedup.answered(key, Buffer.from('answer'));
+    const seen = dedup.check(key, !verified, 2); // found whichever store holds it
+    assert.equal(seen.state, 'answered');
+    assert.equal(seen.answer.toString(), 'answer');
+    assert.equal(dedup.check(key, verified, 1000).state, 'new'); // EXCHANGE_LIFETIME over: a new exchange
+  }
+  assert.equal(dedup.check('ep#2', true, 2).state, 'new');
+});
+
+test('Deduplicator: a flood of unverified peers never evicts the entries of verified ones', () => {
+  const dedup = new Deduplicator({ maxEntries: 1000, maxBytes: 1e9, unverifiedShare: 0.25 }, 247000);
+  for (let i = 0; i < 100; i++) {
+    dedup.check(`device|1#${i}`, true, 0);
+    dedup.answered(`device|1#${i}`, Buffer.from(`answer ${i}`));
+  }
+  for (let i = 0; i < 50000; i++) dedup.check(`10.${i >> 8 & 255}.${i & 255}.1|9#${i}`, false, 1);
+  for (let i = 0; i < 100; i++) assert.equal(dedup.check(`device|1#${i}`, true, 2).state, 'answered', `device entry ${i}`);
+  const { entries, unverifiedEntries, unverifiedEvicted } = dedup.stats;
+  assert.equal(unverifiedEntries, 250);
+  assert.equal(entries, 350);
+  assert.equal(unverifiedEvicted, 50000 - 250);
 });
 
 test('Deduplicator stays within its bounds under a flood of distinct messages', () => {
-  const dedup = new Deduplicator({ maxEntries: 1000, maxBytes: 64 * 1024 }, 247000);
+  const dedup = new Deduplicator({ maxEntries: 1000, maxBytes: 64 * 1024, unverifiedShare: 0.25 }, 247000);
   const answer = Buffer.alloc(100);
   for (let i = 0; i < 20000; i++) {
     const key = `10.0.0.${i % 250}|${5000 + (i % 7)}#${i}`;
-    dedup.check(key, i);
+    dedup.check(key, i % 2 === 0, i);
     dedup.answered(key, answer);
   }
   const { entries, bytes, evicted } = dedup.stats;
@@ -67,7 +84,8 @@ test('Deduplicator stays within its bounds under a flood of distinct messages', 
   assert.ok(bytes <= 64 * 1024, `bytes ${bytes}`);
   assert.ok(evicted >= 19000);
   // the most recent ones are still deduplicated
-  assert.equal(dedup.check(`10.0.0.${19999 % 250}|${5000 + (19999 % 7)}#19999`, 20000).state, 'answered');
+  assert.equal(dedup.check(`10.0.0.${19999 % 250}|${5000 + (19999 % 7)}#19999`, false, 20000).state, 'answered');
+  assert.equal(dedup.check(`10.0.0.${19998 % 250}|${5000 + (19998 % 7)}#19998`, true, 20000).state, 'answered');
 });
 
 test('BoundedStore: entries replaced or deleted out of order do not keep the queue growing', () => {

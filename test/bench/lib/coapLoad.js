@@ -6,15 +6,17 @@
 // ACK_RANDOM_FACTOR, MAX_RETRANSMIT); an empty ACK means a separate response
 // follows (acknowledged when it comes). An endpoint that used up its 16-bit
 // message IDs is replaced by a fresh socket (a new endpoint), so that no
-// message ID is reused while the server may still remember it.
+// message ID is reused while the server may still remember it. Each endpoint
+// first shows that it receives at its address, as a device does once: the
+// plugin answers its first GET /.well-known/core with 4.01 + Echo (RFC 9175),
+// and the same request with the Echo value verifies it for good.
 const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
-const { TYPE, requestTemplate, emptyAck, codeText } = require('./coapWire');
+const { TYPE, requestTemplate, emptyAck, codeText, verifyEndpoint } = require('./coapWire');
 const { Histogram } = require('./histogram');
 const { loadSummary } = require('./util');
 
 const MID_BUDGET = 60000; // message IDs per endpoint before it is replaced
-
 /**
  * @param {object} o
  * @param {number} o.port  @param {string} [o.host]
@@ -50,13 +52,19 @@ async function coapLoad(o) {
   const lanes = [];
   function openLane(lane) {
     const socket = dgram.createSocket('udp4');
-    socket.on('message', (message) => receive(lane, socket, message));
     socket.on('error', () => {});
     lane.socket = socket;
     lane.used = 0;
     lane.mid = Math.floor(Math.random() * 0x10000);
     counters.endpoints++;
-    return new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    return new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve))
+      .then(() => verifyEndpoint(socket, o.port, host, () => {
+        const mid = lane.mid;
+        lane.mid = (mid + 1) & 0xffff;
+        lane.used++;
+        return mid;
+      }))
+      .then(() => socket.on('message', (message) => receive(lane, socket, message)));
   }
   for (let i = 0; i < (o.sockets ?? 32); i++) {
     const lane = { socket: null, used: 0, mid: 0, busy: 0, draining: false, slots: [] };

@@ -4,7 +4,7 @@
 
 const TYPE = { CON: 0, NON: 1, ACK: 2, RST: 3 };
 const METHOD = { GET: 1, POST: 2 };
-const OPTION = { OBSERVE: 6, URI_PATH: 11, CONTENT_FORMAT: 12, URI_QUERY: 15, ACCEPT: 17 };
+const OPTION = { OBSERVE: 6, URI_PATH: 11, CONTENT_FORMAT: 12, URI_QUERY: 15, ACCEPT: 17, ECHO: 252 };
 
 function uintBytes(n) {
   const bytes = [];
@@ -105,6 +105,35 @@ function findOption(message, number) {
   return undefined;
 }
 
+/**
+ * Shows that a client endpoint receives at its address, as a device does once (RFC 9175): GET
+ * /.well-known/core, repeated with the Echo value of a 4.01. Resolves once answered (or after 2 s).
+ * `nextMid()` gives the endpoint's message IDs, so that later requests never reuse these two.
+ */
+function verifyEndpoint(socket, port, host, nextMid) {
+  return new Promise((resolve) => {
+    const send = (echo) => {
+      const mid = nextMid();
+      const options = [[OPTION.URI_PATH, '.well-known'], [OPTION.URI_PATH, 'core']];
+      if (echo !== undefined) options.push([OPTION.ECHO, echo]);
+      socket.send(encodeMessage({ type: TYPE.CON, code: METHOD.GET, mid, options }), port, host);
+    };
+    const done = () => {
+      clearTimeout(timer);
+      socket.off('message', onMessage);
+      resolve();
+    };
+    const onMessage = (message) => {
+      const echo = message[1] === 0x81 ? findOption(message, OPTION.ECHO) : undefined;
+      if (echo === undefined) done();
+      else send(Buffer.from(echo));
+    };
+    const timer = setTimeout(done, 2000);
+    socket.on('message', onMessage);
+    send();
+  });
+}
+
 const codeText = (code) => `${code >> 5}.${String(code & 0x1f).padStart(2, '0')}`;
 
-module.exports = { TYPE, METHOD, OPTION, encodeMessage, encodeOptions, requestTemplate, emptyAck, findOption, codeText, uintBytes };
+module.exports = { TYPE, METHOD, OPTION, encodeMessage, encodeOptions, requestTemplate, emptyAck, findOption, codeText, uintBytes, verifyEndpoint };

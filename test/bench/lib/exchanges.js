@@ -5,7 +5,7 @@
 // bytes from one counter, so a token names one request or one relation.
 const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
-const { TYPE, OPTION, requestTemplate, emptyAck, codeText, findOption } = require('./coapWire');
+const { TYPE, OPTION, requestTemplate, emptyAck, codeText, findOption, verifyEndpoint } = require('./coapWire');
 
 const clock = () => performance.timeOrigin + performance.now();
 
@@ -21,7 +21,10 @@ class Endpoints {
     this.onNotification = null;
   }
 
-  /** Opens endpoints until there are `count`; all stay open (a closed port could come back as another endpoint). */
+  /**
+   * Opens endpoints until there are `count`, each verified as a device is once (verifyEndpoint);
+   * all stay open (a closed port could come back as another endpoint).
+   */
   async open(count) {
     const opening = [];
     while (this.lanes.length < count) {
@@ -29,7 +32,12 @@ class Endpoints {
       lane.socket.on('message', (message) => this.receive(lane, message));
       lane.socket.on('error', () => {});
       this.lanes.push(lane);
-      opening.push(new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve)));
+      opening.push(new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve))
+        .then(() => verifyEndpoint(lane.socket, this.port, this.host, () => {
+          const mid = lane.mid;
+          lane.mid = (mid + 1) & 0xffff;
+          return mid;
+        })));
       if (opening.length >= 500) await Promise.all(opening.splice(0));
     }
     await Promise.all(opening);

@@ -1,0 +1,135 @@
+/**
+ * One remote endpoint (address and port) and everything the transport keeps
+ * for it, in one place, as libcoap's `coap_session_t` does: its message-ID
+ * sequence (RFC 7252 §4.4, from a random start), the IDs of our CONs still in
+ * flight to it, whether it has shown that it receives at its address
+ * (verified: it returned a fresh Echo value or acknowledged a CON of ours),
+ * its observe relations and their notification queue, and when it was last
+ * heard from.
+ *
+ * `Peers` bounds how many are kept. When the table is full, a peer that holds
+ * nothing (no relation, no CON in flight) goes first, unverified before
+ * verified, least recently heard first: a flood of spoofed sources replaces
+ * its own entries, not the devices that answer. Deduplication entries and
+ * block-wise bodies are not here: they live in byte-bounded stores of their
+ * own, keyed by the peer, and expire there.
+ */
+import type { Remote } from './exchange';
+import type { ObserverQueue } from './observe';
+
+export class Peer {
+  verified = false;
+  lastSeen: number;
+  /** Message IDs of our CONs to this peer not yet acknowledged, reset or given up. */
+  readonly inFlight = new Set<number>();
+  /** Its observe relations and notification flow, once it registered one. */
+  observer: ObserverQueue | null = null;
+  private nextId = Math.floor(Math.random() * 0x10000);
+
+  constructor(readonly remote: Remote, now: number) {
+    this.lastSeen = now;
+  }
+
+  get key(): string {
+    return this.remote.key;
+  }
+
+  /** Holds nothing that dropping it would lose. */
+  get idle(): boolean {
+    return this.inFlight.size === 0 && (this.observer === null || this.observer.empty);
+  }
+
+  /** The next message ID that no CON of ours still in flight to this peer uses: a wrap must not reuse one. */
+  allocateMessageId(): number {
+    let id = this.nextId;
+    for (let tries = 0; tries < 0x10000 && this.inFlight.has(id); tries++) id = (id + 1) & 0xffff;
+    if (this.inFlight.has(id)) throw new Error(`all 65536 message IDs to ${this.key} are in flight`);
+    this.nextId = (id + 1) & 0xffff;
+    return id;
+  }
+}
+
+/** How many of the least recently heard peers are looked at for one to drop when the table is full. */
+const EVICTION_SCAN = 64;
+
+export class Peers {
+  /** By key, least recently heard first (a peer moves to the back when heard from). */
+  private readonly table = new Map<string, Peer>();
+  private evictedCount = 0;
+
+  constructor(
+    private readonly maxPeers: number,
+    /** Told when a peer is dropped, to end what other layers hold for it. */
+    private readonly onDrop: (peer: Peer) => void,
+  ) {}
+
+  get size(): number {
+    return this.table.size;
+  }
+
+  get stats(): { peers: number; verified: number; evicted: number } {
+    let verified = 0;
+    for (const peer of this.table.values()) if (peer.verified) verified++;
+    return { peers: this.table.size, verified, evicted: this.evictedCount };
+  }
+
+  get(key: string): Peer | undefined {
+    return this.table.get(key);
+  }
+
+  /**
+   * The peer of a datagram just received, created on first contact. When the table is full and
+   * every peer it looked at holds state, the new peer is served without being kept.
+   */
+  heard(key: string, source: { address: string; port: number; family: string }, now: number): Peer {
+    let peer = this.table.get(key);
+    if (peer !== undefined) {
+      this.table.delete(key);
+    } else {
+      const { address, port, family } = source;
+      peer = new Peer({ address, port, family: family as Remote['family'], key }, now);
+      if (this.table.size >= this.maxPeers && !this.evictOne()) return peer;
+    }
+    peer.lastSeen = now;
+    this.table.set(key, peer);
+    return peer;
+  }
+
+  /** Forgets a peer and everything other layers hold for it. */
+  drop(peer: Peer): void {
+    if (this.table.get(peer.key) !== peer) return;
+    this.table.delete(peer.key);
+    this.onDrop(peer);
+  }
+
+  /** Drops peers that hold nothing and were not heard from for `idleMs`. */
+  sweep(now: number, idleMs: number): void {
+    const cutoff = now - idleMs;
+    for (const peer of this.table.values()) {
+      if (peer.lastSeen > cutoff) break; // least recently heard first: the rest are newer
+      if (peer.idle) this.drop(peer);
+    }
+  }
+
+  clear(): void {
+    for (const peer of [...this.table.values()]) this.drop(peer);
+  }
+
+  private evictOne(): boolean {
+    let fallback: Peer | undefined;
+    let scanned = 0;
+    for (const peer of this.table.values()) {
+      if (scanned++ >= EVICTION_SCAN) break;
+      if (!peer.idle) continue;
+      if (!peer.verified) {
+        fallback = peer;
+        break;
+      }
+      fallback ??= peer;
+    }
+    if (fallback === undefined) return false;
+    this.evictedCount++;
+    this.drop(fallback);
+    return true;
+  }
+}

@@ -1,0 +1,81 @@
+'use strict';
+// The peer table (src/coap/peer.ts) and Echo values (src/coap/echo.ts): per-peer message IDs that
+// never reuse an ID in flight, eviction that spares verified and busy peers, and Echo values that
+// only verify the address they were issued for.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Peers } = require('../../dist/coap/peer');
+const { EchoValues, ECHO_LENGTH } = require('../../dist/coap/echo');
+
+const source = (i) => ({ address: `10.0.${i >> 8 & 255}.${i & 255}`, port: 5683, family: 'IPv4' });
+const keyOf = (s) => `${s.address}|${s.port}`;
+
+test('a peer allocates consecutive message IDs and skips those of its CONs in flight', () => {
+  const peers = new Peers(10, () => {});
+  const peer = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
+  const first = peer.allocateMessageId();
+  peer.inFlight.add((first + 1) & 0xffff);
+  peer.inFlight.add((first + 2) & 0xffff);
+  assert.equal(peer.allocateMessageId(), (first + 3) & 0xffff);
+  for (let i = 0; i < 0x10000; i++) peer.inFlight.add(i);
+  assert.throws(() => peer.allocateMessageId(), /in flight/);
+});
+
+test('a full table drops an idle unverified peer before a verified one, and never a busy one', () => {
+  const dropped = [];
+  const peers = new Peers(3, (peer) => dropped.push(peer.key));
+  const device = peers.heard(keyOf(source(0)), source(0), 0);
+  device.verified = true;
+  const busy = peers.heard(keyOf(source(1)), source(1), 1);
+  busy.inFlight.add(7);
+  peers.heard(keyOf(source(2)), source(2), 2);
+  for (let i = 3; i < 1000; i++) peers.heard(keyOf(source(i)), source(i), i);
+  assert.equal(peers.size, 3);
+  assert.equal(peers.get(device.key), device, 'the verified device stays');
+  assert.equal(peers.get(busy.key), busy, 'the peer with a CON in flight stays');
+  assert.equal(dropped.length, 997);
+  assert.equal(peers.stats.evicted, 997);
+  // With only verified and busy peers left besides, an idle verified one goes before refusing to keep.
+  const spare = peers.heard(keyOf(source(5000)), source(5000), 5000);
+  spare.verified = true;
+  assert.ok(peers.get(spare.key) === spare);
+});
+
+test('peers that hold nothing are swept after the idle time; busy ones stay', () => {
+  const peers = new Peers(10, () => {});
+  const idle = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
+  const busy = peers.heard('b|1', { address: 'b', port: 1, family: 'IPv4' }, 0);
+  busy.inFlight.add(1);
+  peers.sweep(500, 1000);
+  assert.equal(peers.size, 2);
+  peers.sweep(1001, 1000);
+  assert.equal(peers.get(idle.key), undefined);
+  assert.equal(peers.get(busy.key), busy);
+});
+
+test('an Echo value verifies the IP address it was issued to, while fresh, and says whether an answer was withheld', async () => {
+  const echo = new EchoValues(60_000);
+  const alice = { address: '127.0.0.1', port: 4000, family: 'IPv4', key: '127.0.0.1|4000' };
+  const otherPort = { address: '127.0.0.1', port: 4001, family: 'IPv4', key: '127.0.0.1|4001' };
+  const mallory = { address: '127.0.0.2', port: 4000, family: 'IPv4', key: '127.0.0.2|4000' };
+  const plain = echo.issue(alice, false);
+  const withheld = echo.issue(alice, true);
+  assert.equal(plain.length, ECHO_LENGTH);
+  assert.deepEqual(echo.check(plain, alice), { valid: true, withheld: false });
+  assert.deepEqual(echo.check(withheld, alice), { valid: true, withheld: true });
+  assert.equal(echo.check(plain, mallory).valid, false, 'another address');
+  assert.equal(echo.check(plain, otherPort).valid, true, 'the same address from another port (the host received it)');
+  const forged = Buffer.from(withheld);
+  forged[4] ^= 1; // flip the withheld flag: the MAC covers it
+  assert.equal(echo.check(forged, alice).valid, false);
+  assert.equal(echo.check(plain.subarray(0, 10), alice).valid, false);
+  assert.equal(new EchoValues(60_000).check(plain, alice).valid, false, 'another server secret');
+  const future = Buffer.from(plain);
+  future.writeUInt32BE(future.readUInt32BE(0) + 100);
+  assert.equal(echo.check(future, alice).valid, false, 'issued in the future (and its MAC no longer matches)');
+  const shortLived = new EchoValues(1000);
+  const soon = shortLived.issue(alice, false);
+  assert.equal(shortLived.check(soon, alice).valid, true);
+  await new Promise((resolve) => setTimeout(resolve, 2100));
+  assert.equal(shortLived.check(soon, alice).valid, false, 'older than its lifetime');
+});
