@@ -84,14 +84,19 @@ export class Amplification {
     return value;
   }
 
-  /** The answer withheld for the request that returns a withheld Echo value: it runs once only. */
+  /**
+   * The answer withheld for the request that returns a withheld Echo value: it runs once only.
+   * Handed out once: a retransmission of the repetition is answered by deduplication.
+   */
   replay(exchange: Exchange, now: number): Replay {
-    const kept = this.withheld.get(keyOf(exchange, exchange.echo as Buffer), now);
+    const key = keyOf(exchange, exchange.echo as Buffer);
+    const kept = this.withheld.get(key, now);
     if (kept === undefined) {
       this.counters.lost++;
       return LOST;
     }
     if (kept.request !== requestOf(exchange)) return NONE; // another request that reuses the value
+    this.withheld.delete(key);
     this.counters.replayed++;
     return { kind: 'answer', answer: kept.answer };
   }

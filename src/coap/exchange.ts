@@ -55,6 +55,8 @@ export class Exchange {
   observation: Observation | null = null;
   /** The Echo option (RFC 9175) the request carries. */
   echo: Buffer | null = null;
+  /** That Echo value is fresh and was issued to this address: the request comes from who receives there. */
+  echoValid = false;
   /** Bytes sent to the peer for this exchange so far, retransmissions planned included (amplification budget). */
   bytesOut = 0;
 
@@ -103,12 +105,13 @@ export class Exchange {
   }
 
   /**
-   * True when the peer is verified. Otherwise answers 4.01 with an Echo value and returns false:
-   * a client that repeats the request with it (libcoap's do) is verified then. For what only a
-   * peer that receives at its address may do.
+   * True when this request carries a fresh Echo value issued to its address. Otherwise answers
+   * 4.01 with one and returns false: a client that repeats the request with it (libcoap's do)
+   * passes then. For what only the sender who receives at the address may do, even when the
+   * address was verified before: anyone can send a datagram from a verified address.
    */
-  verify(): boolean {
-    if (this.peer.verified) return true;
+  requireEcho(): boolean {
+    if (this.echoValid) return true;
     if (!this.answered) this.responder.challenge(this);
     return false;
   }

@@ -196,8 +196,10 @@ export class MessageLayer {
   private verifyEcho(exchange: Exchange): boolean {
     const check = this.amplification.checkEcho(exchange);
     if (!check.valid) return false;
+    exchange.echoValid = true;
     exchange.peer.verified = true;
-    if (!check.withheld) return false;
+    // A later block is served from the stored body (node-coap repeats the Echo value on every block).
+    if (!check.withheld || (exchange.block2 !== null && exchange.block2.num > 0)) return false;
     const replay = this.amplification.replay(exchange, exchange.receivedAt);
     if (replay.kind === 'answer') {
       // Down through the layers as any answer: framed for this request (its blocks stored for it).
@@ -336,9 +338,9 @@ export class MessageLayer {
     const id = peer.allocateMessageId();
     datagram.writeUInt16BE(id, 2);
     datagram[0] = (datagram[0] & 0xcf) | (Type.CON << 4);
-    peer.inFlight.add(id);
+    peer.flying(id);
     this.retransmitter.start(messageKey(peer.remote, id), datagram, peer.remote, now(), (outcome) => {
-      peer.inFlight.delete(id);
+      peer.landed(id);
       onDone?.(outcome);
     }, limit);
     return id;

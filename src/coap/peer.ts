@@ -17,26 +17,49 @@
 import type { Remote } from './exchange';
 import type { ObserverQueue } from './observe';
 
-export class Peer {
+const NONE_IN_FLIGHT: ReadonlySet<number> = new Set();
+
+/** A peer is its own Remote: one object per endpoint, kept small (tens of thousands of idle devices). */
+export class Peer implements Remote {
   verified = false;
   lastSeen: number;
-  /** Message IDs of our CONs to this peer not yet acknowledged, reset or given up. */
-  readonly inFlight = new Set<number>();
   /** Its observe relations and notification flow, once it registered one. */
   observer: ObserverQueue | null = null;
+  /** Message IDs of our CONs to this peer not yet acknowledged, reset or given up (created when needed). */
+  private flights: Set<number> | null = null;
   private nextId = Math.floor(Math.random() * 0x10000);
 
-  constructor(readonly remote: Remote, now: number) {
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    readonly family: Remote['family'],
+    readonly key: string,
+    now: number,
+  ) {
     this.lastSeen = now;
   }
 
-  get key(): string {
-    return this.remote.key;
+  get remote(): Remote {
+    return this;
+  }
+
+  get inFlight(): ReadonlySet<number> {
+    return this.flights ?? NONE_IN_FLIGHT;
+  }
+
+  /** A CON of ours to this peer is in flight under `id`. */
+  flying(id: number): void {
+    (this.flights ??= new Set()).add(id);
+  }
+
+  landed(id: number): void {
+    this.flights?.delete(id);
+    if (this.flights?.size === 0) this.flights = null;
   }
 
   /** Holds nothing that dropping it would lose. */
   get idle(): boolean {
-    return this.inFlight.size === 0 && (this.observer === null || this.observer.empty);
+    return this.flights === null && (this.observer === null || this.observer.empty);
   }
 
   /** The next message ID that no CON of ours still in flight to this peer uses: a wrap must not reuse one. */
@@ -86,8 +109,8 @@ export class Peers {
     if (peer !== undefined) {
       this.table.delete(key);
     } else {
-      const { address, port, family } = source;
-      peer = new Peer({ address, port, family: family as Remote['family'], key }, now);
+      key.charCodeAt(0); // flattens the concatenated key: it is kept as long as the peer
+      peer = new Peer(source.address, source.port, source.family as Remote['family'], key, now);
       if (this.table.size >= this.maxPeers && !this.evictOne()) return peer;
     }
     peer.lastSeen = now;

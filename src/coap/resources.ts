@@ -46,7 +46,7 @@ export class ResourceLayer {
     }
     if (exchange.observe !== undefined && SAFE_METHODS.has(exchange.method)) {
       if (exchange.observe === 0 && this.guarded(exchange)) {
-        exchange.verify(); // answers 4.01 + Echo
+        exchange.requireEcho(); // answers 4.01 + Echo
         return;
       }
       if (exchange.observe === 1) {

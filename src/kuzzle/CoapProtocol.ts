@@ -240,9 +240,10 @@ class CoapProtocol {
       return;
     }
     const action = `${data.controller}:${data.action}`;
-    // Binding or unbinding a session is for a device that receives at its address: a spoofed
-    // auth:login must not fix the attacker's session on a victim's endpoint (4.01 + Echo first).
-    if (this.config?.bindToken && SESSION_ACTIONS.has(action) && !exchange.verify()) return;
+    // Binding or unbinding a session is for the device that receives at its address: a spoofed
+    // auth:login must not fix the attacker's session on a victim's endpoint, nor a spoofed logout
+    // unbind it. So these requests carry a fresh Echo value (4.01 + Echo first, RFC 9175).
+    if (this.config?.bindToken && SESSION_ACTIONS.has(action) && !exchange.requireEcho()) return;
     const jwt = data.jwt;
     try {
       (this.execute as Execute)(data, endpoint.connection, (response: KuzzleResponse) => {

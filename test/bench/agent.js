@@ -43,7 +43,8 @@ serve({
     fleet ??= new Endpoints(port);
     await fleet.open(offset + count);
     const template = requestTemplate({ path });
-    return fleet.run(fleet.lanes.slice(offset, offset + count).map((lane) => ({ lane, template })), { concurrency });
+    const result = await fleet.run(fleet.lanes.slice(offset, offset + count).map((lane) => ({ lane, template })), { concurrency });
+    return { ...result, unverified: fleet.unverified };
   },
 
   /** Registers `perEndpoint` observe relations (GET + Observe: 0) from each of the first `endpoints` endpoints. */
@@ -54,7 +55,7 @@ serve({
     const plan = [];
     for (let r = 0; r < perEndpoint; r++) for (const lane of fleet.lanes.slice(offset, offset + endpoints)) plan.push({ lane, template, observe: true });
     const result = await fleet.run(plan, { concurrency });
-    return { ...result, relations: fleet.relations.size };
+    return { ...result, relations: fleet.relations.size, unverified: fleet.unverified };
   },
 
   /** Prepares to time notifications: call before the broadcast, then `notifications`. */

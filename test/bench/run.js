@@ -1,5 +1,5 @@
 'use strict';
-// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
+// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss,fuzz,flood] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
 //   --profile      CPU profiles of the request and fan-out paths, summarized
 //   --heap-detail  what the heap per endpoint / relation / dedup entry is made of (heap snapshots)
 //   --pin          servers on CPU 1, load generator on CPU 0 (taskset)
@@ -8,7 +8,8 @@
 // 1. throughput/latency vs a bare dgram + coap-packet server (the limit),
 //    node-coap, and, inside a real Kuzzle 2.56, vs Kuzzle's own HTTP;
 // 2. memory per idle endpoint, per observe relation, deduplication store;
-// 3. notification fan-out; 4. exactly-once under 10% loss each way.
+// 3. notification fan-out; 4. exactly-once under 10% loss each way;
+// 5. fuzz: mutated datagrams; 6. flood: spoofed endpoints (raw socket: root).
 // Prints a table, PASS/FAIL target lines (never asserted), writes the same as
 // JSON, and ends with the `ratio ...` lines. Every process started is killed
 // at the end, on failure or on Ctrl-C (see lib/procs.js).
@@ -22,11 +23,12 @@ const { memory } = require('./scenarios/memory');
 const { fanout } = require('./scenarios/fanout');
 const { loss } = require('./scenarios/loss');
 const { profile } = require('./scenarios/profile');
+const { fuzz, flood } = require('./scenarios/hostile');
 
-const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss'];
+const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss', 'fuzz', 'flood'];
 // Run order: memory first, while Kuzzle boots (heap figures do not mind a busy
 // machine); then what needs Kuzzle; Kuzzle is stopped before fan-out.
-const ORDER = ['memory', 'throughput', 'loss', 'fanout'];
+const ORDER = ['memory', 'throughput', 'loss', 'fanout', 'fuzz', 'flood'];
 
 const PARAMS = {
   full: {
@@ -34,14 +36,14 @@ const PARAMS = {
     idleEndpoints: 10000, relationEndpoints: 5000, relationsPerEndpoint: 10, dedupMs: 60000,
     fanoutRelations: 10000, fanoutEndpoints: 10000, broadcasts: 3,
     lossRequests: 2000, lossSockets: 32, lossWindow: 4, lossAckTimeoutMs: 2000, dropRate: 0.1,
-    profileMs: 10000,
+    profileMs: 10000, fuzzDatagrams: 1_000_000, floodEndpoints: 100_000,
   },
   quick: {
     sockets: 32, window: 4, durationMs: 700, warmupMs: 400, rounds: 3,
     idleEndpoints: 2000, relationEndpoints: 500, relationsPerEndpoint: 10, dedupMs: 3000,
     fanoutRelations: 10000, fanoutEndpoints: 10000, broadcasts: 2,
     lossRequests: 300, lossSockets: 16, lossWindow: 4, lossAckTimeoutMs: 300, dropRate: 0.1,
-    profileMs: 3000,
+    profileMs: 3000, fuzzDatagrams: 100_000, floodEndpoints: 20_000,
   },
 };
 
@@ -115,7 +117,7 @@ async function main() {
   const results = { mode, startedAt: new Date(began).toISOString(), node: process.version, params, errors: {} };
   try {
     const ctx = { agent, kuzzle: null, quick: args.quick, params, progress, cpu: serverCpu };
-    const scenarios = { throughput, memory, fanout, loss };
+    const scenarios = { throughput, memory, fanout, loss, fuzz, flood };
     const order = ORDER.filter((name) => args.only.includes(name));
     for (const [i, name] of order.entries()) {
       const usesKuzzle = name === 'throughput' || (name === 'loss' && !args.quick);

@@ -320,7 +320,7 @@ test('bindToken on: after auth:login over CoAP, requests of that endpoint withou
     await collection(host, 'sessions');
   }
   const login = async (endpoint) => {
-    const answer = await endpoint.request({ path: '/api/auth/login', query: ['strategy=local'], payload: encodeCbor({ username: 'bob', password: 'Bob-Secret-1' }), contentFormat: CF.CBOR });
+    const { response: answer } = await endpoint.requestWithEcho({ path: '/api/auth/login', query: ['strategy=local'], payload: encodeCbor({ username: 'bob', password: 'Bob-Secret-1' }), contentFormat: CF.CBOR });
     assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
     return answer.body.result;
   };
@@ -336,7 +336,7 @@ test('bindToken on: after auth:login over CoAP, requests of that endpoint withou
   assert.equal(await authorOf(device), 'bob', 'bindToken on: the endpoint\'s token is used');
   const stranger = await raw(main);
   assert.equal(await authorOf(stranger), '-1', 'another endpoint is not logged in');
-  const logout = await device.request({ path: '/api/auth/logout' });
+  const { response: logout } = await device.requestWithEcho({ path: '/api/auth/logout' });
   assert.equal(logout.code, '2.05', JSON.stringify(logout.body));
   assert.equal(await authorOf(device), '-1', 'auth:logout unbinds');
 
@@ -357,7 +357,7 @@ test('TokenExpired: a relation made with a token that expires gets a final 4.01 
   const before = await roomCount(main, other.roomId);
 
   const device = await raw(main);
-  const answer = await device.request({
+  const { response: answer } = await device.requestWithEcho({
     path: '/api/auth/login', query: ['strategy=local', 'expiresIn=2s'], payload: encodeCbor({ username: 'carol', password: 'Carol-Secret-1' }), contentFormat: CF.CBOR,
   });
   assert.equal(answer.code, '2.05', JSON.stringify(answer.body));
@@ -388,7 +388,7 @@ test('bindToken: once the bound token expired, a request without jwt gets 4.01, 
   });
   const name = await collection(main, 'bound-expiry');
   const device = await raw(main);
-  const login = await device.request({
+  const { response: login } = await device.requestWithEcho({
     path: '/api/auth/login', query: ['strategy=local', 'expiresIn=2s'], payload: encodeCbor({ username: 'dave', password: 'Dave-Secret-1' }), contentFormat: CF.CBOR,
   });
   assert.equal(login.code, '2.05', JSON.stringify(login.body));

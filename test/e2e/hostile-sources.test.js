@@ -52,6 +52,7 @@ test('malformed, well-formed and a burst of 300 requests from source port 0: Kuz
 
   const answer = await coapClient(['-m', 'post', '-A', '50', `coap://127.0.0.1:${host.coapPort}/api/server/now`]);
   assert.equal(answer.exit, 0, answer.stderr);
+  assert.ok(answer.stdout.length > 0, `coap-client printed no answer; its stderr: ${answer.stderr}`);
   assert.equal(typeof JSON.parse(answer.stdout.toString()).result.now, 'number');
   const { now } = await kuzzleHttp(host).ok({ controller: 'server', action: 'now' });
   assert.equal(typeof now, 'number');

@@ -18,7 +18,8 @@ describe('bound sessions (bindToken: true)', () => {
   after(() => double?.stop());
 
   const login = async (peer, expiresIn) => {
-    const answer = await peer.request({ method: 'POST', path: 'api/auth/login', query: [`expiresIn=${expiresIn}`] });
+    // With bindToken, a login carries a fresh Echo value: the raw peer repeats it with the one of the 4.01.
+    const { response: answer } = await peer.requestWithEcho({ method: 'POST', path: 'api/auth/login', query: [`expiresIn=${expiresIn}`] });
     assert.equal(answer.code, '2.05');
     const { jwt, expiresAt } = answer.body.result;
     assert.equal(typeof jwt, 'string');
@@ -38,7 +39,7 @@ describe('bound sessions (bindToken: true)', () => {
       assert.equal(await echoedJwt(peer), jwt);
       assert.equal(await echoedJwt(peer, ['jwt=explicit-token']), 'explicit-token');
       assert.equal(await echoedJwt(other), null, 'the token is bound to one device only');
-      const out = await peer.request({ method: 'POST', path: 'api/auth/logout' });
+      const { response: out } = await peer.requestWithEcho({ method: 'POST', path: 'api/auth/logout' });
       assert.equal(out.code, '2.05');
       assert.equal(await echoedJwt(peer), null);
     } finally {
@@ -51,7 +52,7 @@ describe('bound sessions (bindToken: true)', () => {
     const peer = await rawObserver(port);
     try {
       const { jwt } = await login(peer, 3_600_000);
-      const refresh = await peer.request({ method: 'POST', path: 'api/auth/refreshToken' });
+      const { response: refresh } = await peer.requestWithEcho({ method: 'POST', path: 'api/auth/refreshToken' });
       assert.equal(refresh.code, '2.05');
       assert.equal(refresh.body.result.refreshed, jwt, 'the refresh ran with the bound token');
       // Kuzzle keeps the old token valid for a grace period only: the device must now use the new one.

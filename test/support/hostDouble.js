@@ -51,10 +51,10 @@ const ACTIONS = {
     throw new BadRequestError('bad thing', 'api.assert.invalid_argument');
   },
   'my-plugin/sensors:read': () => ({ sensor: 'ok' }),
-  // As Kuzzle's auth:login answers; `?expiresIn=<ms>` sets the token's lifetime (default 1 h).
+  // As Kuzzle's auth:login answers; `?expiresIn=<ms>` sets the token's lifetime (default 1 h), `?user=<kuid>` whose it is.
   'auth:login': (request) => {
     const ttl = Number(request.input.args.expiresIn ?? 3_600_000);
-    return { _id: 'device-user', jwt: `jwt-${randomUUID()}`, expiresAt: Date.now() + ttl, ttl };
+    return { _id: request.input.args.user ?? 'device-user', jwt: `jwt-${randomUUID()}`, expiresAt: Date.now() + ttl, ttl };
   },
   'auth:logout': () => ({}),
   // As Kuzzle's auth:refreshToken: a new token for the caller's (the old one stays valid a short grace period).

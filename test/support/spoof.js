@@ -11,10 +11,16 @@ const { execFile } = require('node:child_process');
 const { SYSTEM_PYTHON } = require('./peers');
 
 const SENDER = `
-import json, socket, struct, sys
+import json, socket, struct, sys, time
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+rate = float(sys.argv[1])
+start = time.monotonic()
 sent = 0
 for line in sys.stdin:
+    if rate > 0:
+        ahead = start + sent / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
     d = json.loads(line)
     if not d['to'].startswith('127.'):
         sys.exit('refusing to send to ' + d['to'] + ': loopback only')
@@ -28,10 +34,14 @@ for line in sys.stdin:
 print(sent)
 `;
 
-/** Sends each datagram {from, fromPort, to, toPort, bytes}; resolves with how many left the raw socket. */
-function sendSpoofed(datagrams) {
+/**
+ * Sends each datagram {from, fromPort, to, toPort, bytes}, at most `perSecond` a second when given
+ * (so that a flood reaches the receiver rather than overflowing its socket queue); resolves with
+ * how many left the raw socket.
+ */
+function sendSpoofed(datagrams, { perSecond = 0 } = {}) {
   return new Promise((resolve, reject) => {
-    const child = execFile(SYSTEM_PYTHON, ['-c', SENDER], { timeout: 60_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+    const child = execFile(SYSTEM_PYTHON, ['-c', SENDER, String(perSecond)], { timeout: 300_000, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
       if (error) {
         const hint = process.getuid?.() === 0 ? '' : ' (raw sockets need root)';
         reject(new Error(`raw sender failed${hint}: ${stderr || error.message}`));

@@ -14,10 +14,10 @@ test('a peer allocates consecutive message IDs and skips those of its CONs in fl
   const peers = new Peers(10, () => {});
   const peer = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
   const first = peer.allocateMessageId();
-  peer.inFlight.add((first + 1) & 0xffff);
-  peer.inFlight.add((first + 2) & 0xffff);
+  peer.flying((first + 1) & 0xffff);
+  peer.flying((first + 2) & 0xffff);
   assert.equal(peer.allocateMessageId(), (first + 3) & 0xffff);
-  for (let i = 0; i < 0x10000; i++) peer.inFlight.add(i);
+  for (let i = 0; i < 0x10000; i++) peer.flying(i);
   assert.throws(() => peer.allocateMessageId(), /in flight/);
 });
 
@@ -27,7 +27,7 @@ test('a full table drops an idle unverified peer before a verified one, and neve
   const device = peers.heard(keyOf(source(0)), source(0), 0);
   device.verified = true;
   const busy = peers.heard(keyOf(source(1)), source(1), 1);
-  busy.inFlight.add(7);
+  busy.flying(7);
   peers.heard(keyOf(source(2)), source(2), 2);
   for (let i = 3; i < 1000; i++) peers.heard(keyOf(source(i)), source(i), i);
   assert.equal(peers.size, 3);
@@ -45,7 +45,7 @@ test('peers that hold nothing are swept after the idle time; busy ones stay', ()
   const peers = new Peers(10, () => {});
   const idle = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
   const busy = peers.heard('b|1', { address: 'b', port: 1, family: 'IPv4' }, 0);
-  busy.inFlight.add(1);
+  busy.flying(1);
   peers.sweep(500, 1000);
   assert.equal(peers.size, 2);
   peers.sweep(1001, 1000);

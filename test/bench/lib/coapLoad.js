@@ -41,7 +41,7 @@ async function coapLoad(o) {
 
   const histogram = new Histogram();
   const codes = {};
-  const counters = { issued: 0, completed: 0, inWindow: 0, retransmissions: 0, gaveUp: 0, emptyAcks: 0, separate: 0, resets: 0, strays: 0, endpoints: 0 };
+  const counters = { issued: 0, completed: 0, inWindow: 0, retransmissions: 0, gaveUp: 0, emptyAcks: 0, separate: 0, resets: 0, strays: 0, endpoints: 0, unverified: 0 };
   let running = true;
   let tStart = 0;
   let tEnd = Infinity;
@@ -64,7 +64,10 @@ async function coapLoad(o) {
         lane.used++;
         return mid;
       }))
-      .then(() => socket.on('message', (message) => receive(lane, socket, message)));
+      .then((verified) => {
+        if (!verified) counters.unverified++;
+        socket.on('message', (message) => receive(lane, socket, message));
+      });
   }
   for (let i = 0; i < (o.sockets ?? 32); i++) {
     const lane = { socket: null, used: 0, mid: 0, busy: 0, draining: false, slots: [] };

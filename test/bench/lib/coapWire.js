@@ -107,28 +107,36 @@ function findOption(message, number) {
 
 /**
  * Shows that a client endpoint receives at its address, as a device does once (RFC 9175): GET
- * /.well-known/core, repeated with the Echo value of a 4.01. Resolves once answered (or after 2 s).
- * `nextMid()` gives the endpoint's message IDs, so that later requests never reuse these two.
+ * /.well-known/core, repeated with the Echo value of a 4.01; each step retransmitted every 500 ms
+ * (a burst of endpoints can overflow a socket queue). Resolves true once answered, false if never.
+ * `nextMid()` gives the endpoint's message IDs, so that later requests never reuse these.
  */
 function verifyEndpoint(socket, port, host, nextMid) {
   return new Promise((resolve) => {
+    let datagram = null;
+    let tries = 0;
     const send = (echo) => {
-      const mid = nextMid();
       const options = [[OPTION.URI_PATH, '.well-known'], [OPTION.URI_PATH, 'core']];
       if (echo !== undefined) options.push([OPTION.ECHO, echo]);
-      socket.send(encodeMessage({ type: TYPE.CON, code: METHOD.GET, mid, options }), port, host);
+      datagram = encodeMessage({ type: TYPE.CON, code: METHOD.GET, mid: nextMid(), options });
+      tries = 0;
+      socket.send(datagram, port, host);
     };
-    const done = () => {
-      clearTimeout(timer);
+    const done = (verified) => {
+      clearInterval(timer);
       socket.off('message', onMessage);
-      resolve();
+      resolve(verified);
     };
     const onMessage = (message) => {
+      if (message.length < 4 || message[1] === 0 || message.readUInt16BE(2) !== datagram.readUInt16BE(2)) return;
       const echo = message[1] === 0x81 ? findOption(message, OPTION.ECHO) : undefined;
-      if (echo === undefined) done();
+      if (echo === undefined) done(true);
       else send(Buffer.from(echo));
     };
-    const timer = setTimeout(done, 2000);
+    const timer = setInterval(() => {
+      if (++tries > 8) done(false);
+      else socket.send(datagram, port, host);
+    }, 500);
     socket.on('message', onMessage);
     send();
   });

@@ -17,6 +17,8 @@ class Endpoints {
     this.jobs = new Map(); // token -> pending exchange
     this.relations = new Map(); // token -> { notifications, first, last }
     this.nextToken = 1;
+    /** Endpoints that could not show they receive at their address (then their large answers are withheld). */
+    this.unverified = 0;
     this.notified = { count: 0, first: 0, last: 0, strays: 0 };
     this.onNotification = null;
   }
@@ -37,6 +39,8 @@ class Endpoints {
           const mid = lane.mid;
           lane.mid = (mid + 1) & 0xffff;
           return mid;
+        }).then((verified) => {
+          if (!verified) this.unverified++;
         })));
       if (opening.length >= 500) await Promise.all(opening.splice(0));
     }

@@ -36,6 +36,8 @@ function evaluate(results) {
   const m = results.memory;
   const f = results.fanout;
   const l = results.loss;
+  const z = results.fuzz;
+  const fl = results.flood;
   const check = (name, value, ok, detail) => ({ name, value, pass: value === null || value === undefined ? null : ok, detail });
   const targets = [
     check("plugin's own cost ≥ 0.6× the limit's throughput", ratios['plugin/limit'], ratios['plugin/limit'] >= 0.6, `${fixed2(ratios['plugin/limit'])}×`),
@@ -53,6 +55,15 @@ function evaluate(results) {
       f ? `${fmt(f.lastSentMs, 1)} ms for ${f.relations} relations, ${f.received} received` : ''),
     check('10% loss each way: every CON request executed exactly once', l?.exactlyOnce, l?.exactlyOnce === true,
       l ? `once ${l.executions.once}/${l.requests}, twice+ ${l.executions.duplicated}, never ${l.executions.missing}; answered ${l.answered}, gave up ${l.gaveUp} (RFC odds ${l.expectedGaveUp})` : ''),
+    check('fuzz: no fault, still serving after the mutated datagrams', z?.faults, z?.faults === 0 && z?.answeredAfter === true,
+      z ? `${z.read}/${z.datagrams} read, ${z.faults} faults, answered after: ${z.answeredAfter}` : ''),
+    check("flood: a verified device's retransmitted CON gets its cached answer and runs once", fl?.executedOnce, fl?.cachedAnswer === true && fl?.executedOnce === true,
+      fl ? `${fl.endpoints} spoofed endpoints; cached answer ${fl.cachedAnswer}, executed once ${fl.executedOnce}` : ''),
+    check('flood: a new device is served', fl?.newDeviceServed, fl?.newDeviceServed === true, fl ? `${fl.newDeviceServed}` : ''),
+    check('flood: bytes out ≤ 3 × bytes in to every unverified spoofed peer', fl?.maxAmplification, fl?.maxAmplification <= 3, fl ? `largest ${fl.maxAmplification.toFixed(2)}` : ''),
+    check('flood: connections and deduplication within their configured bounds', fl?.connections, fl && fl.connections <= fl.bounds.maxConnections
+      && fl.dedup.entries <= fl.bounds.deduplication.maxEntries && fl.dedup.bytes <= fl.bounds.deduplication.maxBytes,
+      fl ? `${fl.connections}/${fl.bounds.maxConnections} connections, dedup ${fl.dedup.entries}/${fl.bounds.deduplication.maxEntries} entries, ${fl.dedup.bytes}/${fl.bounds.deduplication.maxBytes} B` : ''),
   ];
   return { ratios, p99Ratio, cpuEfficiency, targets };
 }
@@ -112,6 +123,26 @@ function render(results, evaluation) {
       ['retransmissions / empty ACKs / separate', `${l.retransmissions} / ${l.emptyAcks} / ${l.separate}`],
       ['time for all', `${l.elapsedMs} ms (p50 ${fmt(l.latencyMs.p50, 1)} ms, p99 ${fmt(l.latencyMs.p99, 1)} ms, max ${fmt(l.latencyMs.max, 1)} ms)`],
       ['datagrams dropped', `to server ${l.proxy.droppedToServer}/${l.proxy.droppedToServer + l.proxy.toServer}, to client ${l.proxy.droppedToClient}/${l.proxy.droppedToClient + l.proxy.toClient}`],
+    ]));
+  }
+  const z = results.fuzz;
+  if (z) {
+    out.push(table(`5. Fuzz: ${z.datagrams} mutated datagrams from 64 endpoints (test double behind the plugin)`, ['measure', 'value'], [
+      ['read by the plugin', `${z.read} (${z.perSecond}/s), ${z.malformed} malformed`],
+      ['faults (handler, receive, tick)', `${z.faults}`],
+      ['RSS before / after', `${(z.rssBefore / 1048576).toFixed(1)} / ${(z.rssAfter / 1048576).toFixed(1)} MB`],
+      ['a normal request answered after', `${z.answeredAfter}`],
+    ]));
+  }
+  const fl = results.flood;
+  if (fl) {
+    out.push(table(`6. Flood: ${fl.endpoints} spoofed endpoints in ${fl.seconds.toFixed(1)} s (maxConnections ${fl.bounds.maxConnections}, deduplication ${fl.bounds.deduplication.maxEntries} entries / ${fl.bounds.deduplication.maxBytes} B)`, ['measure', 'value'], [
+      ['verified device: retransmission answered from cache, run once', `${fl.cachedAnswer}, ${fl.executedOnce}`],
+      ['new device served', `${fl.newDeviceServed}`],
+      ['largest bytes out / bytes in to an unverified spoofed peer', fl.maxAmplification.toFixed(2)],
+      ['connections (evicted to make room)', `${fl.connections} (${fl.connectionsEvicted})`],
+      ['deduplication store', `${fl.dedup.entries} entries (${fl.dedup.unverifiedEntries} unverified), ${fl.dedup.bytes} B`],
+      ['heap / buffers growth', `${(fl.heapGrowth / 1048576).toFixed(1)} / ${(fl.buffersGrowth / 1048576).toFixed(1)} MB`],
     ]));
   }
   if (evaluation.cpuEfficiency['plugin/limit'] !== null) {
