@@ -141,7 +141,7 @@ export class BlockwiseLayer {
     }
     const framed = this.frame(response, extra, exchange, this.szxOf(exchange), exchange.block2?.num ?? 0, exchange.wantsSize2);
     if (framed === null) this.transmitPastTheEnd(exchange);
-    else this.next.transmit(exchange, framed, { ...response, options: extra });
+    else this.next.transmit(exchange, framed, extra.length === 0 && response.options === undefined ? response : { ...response, options: extra });
   }
 
   /** The first block (or the whole) of a notification, in the block size its registration asked for. */

@@ -75,14 +75,15 @@ export class BoundedStore<V> {
     this.enforceBounds();
   }
 
-  /** Changes an entry's value and size in place: its age and lifetime stay. */
-  update(key: string, value: V, bytes: number): void {
+  /** Changes an entry's value and size in place: its age and lifetime stay. False when there is no such entry. */
+  update(key: string, value: V, bytes: number): boolean {
     const slot = this.slots.get(key);
-    if (slot === undefined) return;
+    if (slot === undefined) return false;
     this.totalBytes += bytes - slot.bytes;
     slot.value = value;
     slot.bytes = bytes;
     this.enforceBounds();
+    return true;
   }
 
   delete(key: string): void {

@@ -61,10 +61,12 @@ export class Deduplicator {
 
   /** Looks a message up and, when it is new, records it as in progress in the store of its peer's kind. */
   check(key: string, verifiedPeer: boolean, now: number): Seen {
-    let answer = this.verified.get(key, now);
-    if (answer === undefined) answer = this.unverified.get(key, now); // null (in progress) is an answer here
+    const own = verifiedPeer ? this.verified : this.unverified;
+    let answer = own.get(key, now);
+    // A peer verified since its first copy, or forgotten and unverified again: the other store.
+    if (answer === undefined) answer = (verifiedPeer ? this.unverified : this.verified).get(key, now); // null (in progress) is an answer here
     if (answer === undefined) {
-      (verifiedPeer ? this.verified : this.unverified).set(key, null, ENTRY_OVERHEAD + key.length, now);
+      own.set(key, null, ENTRY_OVERHEAD + key.length, now);
       return NEW;
     }
     return answer === null ? IN_PROGRESS : { state: 'answered', answer };
@@ -74,8 +76,7 @@ export class Deduplicator {
   answered(key: string, answer: Buffer): void {
     const kept = this.keep(answer);
     const bytes = ENTRY_OVERHEAD + key.length + answer.length;
-    this.verified.update(key, kept, bytes);
-    this.unverified.update(key, kept, bytes);
+    if (!this.verified.update(key, kept, bytes)) this.unverified.update(key, kept, bytes);
   }
 
   private keep(answer: Buffer): Buffer {

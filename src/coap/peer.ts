@@ -8,9 +8,9 @@
  * heard from.
  *
  * `Peers` bounds how many are kept. When the table is full, a peer that holds
- * nothing (no relation, no CON in flight) goes first, unverified before
- * verified, least recently heard first: a flood of spoofed sources replaces
- * its own entries, not the devices that answer. Deduplication entries and
+ * nothing (no relation, no CON in flight) among the oldest goes, unverified
+ * before verified, least recently heard first: a flood of spoofed sources
+ * replaces its own entries, not the devices that answer. Deduplication entries and
  * block-wise bodies are not here: they live in byte-bounded stores of their
  * own, keyed by the peer, and expire there.
  */
@@ -72,11 +72,17 @@ export class Peer implements Remote {
   }
 }
 
+/** How stale a peer's place in the table's order may get. */
+const REORDER_AFTER_MS = 1000;
+
 /** How many of the least recently heard peers are looked at for one to drop when the table is full. */
 const EVICTION_SCAN = 64;
 
 export class Peers {
-  /** By key, least recently heard first (a peer moves to the back when heard from). */
+  /**
+   * By key, least recently heard first, to within REORDER_AFTER_MS: a peer moves to the back when
+   * heard from after that long, not on every datagram (that costs on the hot path).
+   */
   private readonly table = new Map<string, Peer>();
   private evictedCount = 0;
 
@@ -106,15 +112,16 @@ export class Peers {
    */
   heard(key: string, source: { address: string; port: number; family: string }, now: number): Peer {
     let peer = this.table.get(key);
-    if (peer !== undefined) {
-      this.table.delete(key);
-    } else {
+    if (peer === undefined) {
       key.charCodeAt(0); // flattens the concatenated key: it is kept as long as the peer
       peer = new Peer(source.address, source.port, source.family as Remote['family'], key, now);
       if (this.table.size >= this.maxPeers && !this.evictOne()) return peer;
+      this.table.set(key, peer);
+    } else if (now - peer.lastSeen >= REORDER_AFTER_MS) {
+      this.table.delete(key);
+      this.table.set(key, peer);
     }
     peer.lastSeen = now;
-    this.table.set(key, peer);
     return peer;
   }
 
@@ -129,8 +136,8 @@ export class Peers {
   sweep(now: number, idleMs: number): void {
     const cutoff = now - idleMs;
     for (const peer of this.table.values()) {
-      if (peer.lastSeen > cutoff) break; // least recently heard first: the rest are newer
-      if (peer.idle) this.drop(peer);
+      if (peer.lastSeen > cutoff + REORDER_AFTER_MS) break; // the rest were heard from later
+      if (peer.lastSeen <= cutoff && peer.idle) this.drop(peer);
     }
   }
 
@@ -138,21 +145,24 @@ export class Peers {
     for (const peer of [...this.table.values()]) this.drop(peer);
   }
 
+  /** Drops the least recently heard idle peer among the oldest entries, an unverified one if any. */
   private evictOne(): boolean {
-    let fallback: Peer | undefined;
+    let unverified: Peer | undefined;
+    let verified: Peer | undefined;
     let scanned = 0;
     for (const peer of this.table.values()) {
       if (scanned++ >= EVICTION_SCAN) break;
       if (!peer.idle) continue;
       if (!peer.verified) {
-        fallback = peer;
-        break;
+        if (unverified === undefined || peer.lastSeen < unverified.lastSeen) unverified = peer;
+      } else if (verified === undefined || peer.lastSeen < verified.lastSeen) {
+        verified = peer;
       }
-      fallback ??= peer;
     }
-    if (fallback === undefined) return false;
+    const victim = unverified ?? verified;
+    if (victim === undefined) return false;
     this.evictedCount++;
-    this.drop(fallback);
+    this.drop(victim);
     return true;
   }
 }

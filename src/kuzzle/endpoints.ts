@@ -21,6 +21,9 @@ export interface Endpoint {
   session: { jwt: string; expiresAt: number; kuid: string | null } | null;
 }
 
+/** How stale an endpoint's place in the table's order may get. */
+const REORDER_AFTER_MS = 1000;
+
 /** How many of the least recently active endpoints are looked at for one to drop when the table is full. */
 const EVICTION_SCAN = 64;
 
@@ -30,7 +33,7 @@ export function clientIp(address: string): string {
 }
 
 export class Endpoints {
-  /** Least recently active first: an endpoint moves to the back on each request. */
+  /** Least recently active first, to within REORDER_AFTER_MS (moving an entry on every request costs). */
   private readonly byKey = new Map<string, Endpoint>();
   private evictedCount = 0;
   private readonly byConnectionId = new Map<string, Endpoint>();
@@ -69,10 +72,11 @@ export class Endpoints {
       endpoint = { remote, connection, lastSeen: now, verified, session: null };
       this.byConnectionId.set(connection.id, endpoint);
       this.entryPoint.newConnection(connection);
-    } else {
+      this.byKey.set(remote.key, endpoint);
+    } else if (now - endpoint.lastSeen >= REORDER_AFTER_MS) {
       this.byKey.delete(remote.key);
+      this.byKey.set(remote.key, endpoint);
     }
-    this.byKey.set(remote.key, endpoint);
     endpoint.lastSeen = now;
     endpoint.verified ||= verified;
     return endpoint;
@@ -108,7 +112,7 @@ export class Endpoints {
     const cutoff = now - this.limits.idleTimeoutMs;
     let removed = 0;
     for (const endpoint of this.byKey.values()) {
-      if (endpoint.lastSeen > cutoff) break; // least recently active first: the rest are newer
+      if (endpoint.lastSeen > cutoff + REORDER_AFTER_MS) break; // least recently active first: the rest are newer
       if (!this.busy(endpoint)) {
         this.remove(endpoint);
         removed++;
