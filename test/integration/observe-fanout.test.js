@@ -44,12 +44,10 @@ describe('observe fan-out: 100 devices × 10 relations', () => {
 
   it('each publication reaches every relation exactly once', async () => {
     for (let n = 1; n <= 2; n++) {
-      const start = Date.now();
       assert.equal(double.publish('i', 'fanout', { n }).length, 1);
       const arrived = await waitUntil(() => relations.every(({ peer, token }) => peer.notifications(token).length >= n), 5000);
       const missing = relations.filter(({ peer, token }) => peer.notifications(token).length < n).length;
       assert.ok(arrived, `${missing} relations missed publication ${n}`);
-      assert.ok(Date.now() - start < 3000, `fan-out ${n} took ${Date.now() - start} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
     for (const { peer, token, response } of relations) {
