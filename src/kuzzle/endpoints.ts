@@ -113,7 +113,7 @@ export class Endpoints {
     let removed = 0;
     for (const endpoint of this.byKey.values()) {
       if (endpoint.lastSeen > cutoff + REORDER_AFTER_MS) break; // least recently active first: the rest are newer
-      if (!this.busy(endpoint)) {
+      if (endpoint.lastSeen <= cutoff && !this.busy(endpoint)) {
         this.remove(endpoint);
         removed++;
       }
