@@ -23,6 +23,8 @@ const NONE_IN_FLIGHT: ReadonlySet<number> = new Set();
 export class Peer implements Remote {
   verified = false;
   lastSeen: number;
+  /** When it took its place in the table's order (see REORDER_AFTER_MS). */
+  placedAt: number;
   /** Its observe relations and notification flow, once it registered one. */
   observer: ObserverQueue | null = null;
   /** Message IDs of our CONs to this peer not yet acknowledged, reset or given up (created when needed). */
@@ -37,6 +39,7 @@ export class Peer implements Remote {
     now: number,
   ) {
     this.lastSeen = now;
+    this.placedAt = now;
   }
 
   get remote(): Remote {
@@ -80,8 +83,9 @@ const EVICTION_SCAN = 64;
 
 export class Peers {
   /**
-   * By key, least recently heard first, to within REORDER_AFTER_MS: a peer moves to the back when
-   * heard from after that long, not on every datagram (that costs on the hot path).
+   * By key, in the order of `placedAt`: a peer moves to the back when heard from REORDER_AFTER_MS
+   * or more after it took its place, not on every datagram (that costs on the hot path), so the
+   * front holds the least recently heard to within that time.
    */
   private readonly table = new Map<string, Peer>();
   private evictedCount = 0;
@@ -117,9 +121,10 @@ export class Peers {
       peer = new Peer(source.address, source.port, source.family as Remote['family'], key, now);
       if (this.table.size >= this.maxPeers && !this.evictOne()) return peer;
       this.table.set(key, peer);
-    } else if (now - peer.lastSeen >= REORDER_AFTER_MS) {
+    } else if (now - peer.placedAt >= REORDER_AFTER_MS) {
       this.table.delete(key);
       this.table.set(key, peer);
+      peer.placedAt = now;
     }
     peer.lastSeen = now;
     return peer;
@@ -136,7 +141,7 @@ export class Peers {
   sweep(now: number, idleMs: number): void {
     const cutoff = now - idleMs;
     for (const peer of this.table.values()) {
-      if (peer.lastSeen > cutoff + REORDER_AFTER_MS) break; // the rest were heard from later
+      if (peer.placedAt > cutoff) break; // the rest took their place later, and were heard from since
       if (peer.lastSeen <= cutoff && peer.idle) this.drop(peer);
     }
   }

@@ -15,6 +15,8 @@ export interface Endpoint {
   readonly remote: Remote;
   readonly connection: ClientConnection;
   lastSeen: number;
+  /** When it took its place in the table's order (see REORDER_AFTER_MS). */
+  placedAt: number;
   /** The transport verified the endpoint's address (Echo, an ACK of ours). */
   verified: boolean;
   /** A token bound to this endpoint by auth:login, when sessions are enabled, and whose it is. */
@@ -33,7 +35,11 @@ export function clientIp(address: string): string {
 }
 
 export class Endpoints {
-  /** Least recently active first, to within REORDER_AFTER_MS (moving an entry on every request costs). */
+  /**
+   * In the order of `placedAt`: an endpoint moves to the back when active REORDER_AFTER_MS or more
+   * after it took its place, not on every request (that costs), so the front holds the least
+   * recently active to within that time.
+   */
   private readonly byKey = new Map<string, Endpoint>();
   private evictedCount = 0;
   private readonly byConnectionId = new Map<string, Endpoint>();
@@ -69,13 +75,14 @@ export class Endpoints {
       const connection = new this.context.ClientConnection(this.protocol, [clientIp(remote.address)]);
       // Kuzzle's uuid comes as a chain of string pieces (~490 B); reading a character flattens it (~63 B).
       connection.id.charCodeAt(0);
-      endpoint = { remote, connection, lastSeen: now, verified, session: null };
+      endpoint = { remote, connection, lastSeen: now, placedAt: now, verified, session: null };
       this.byConnectionId.set(connection.id, endpoint);
       this.entryPoint.newConnection(connection);
       this.byKey.set(remote.key, endpoint);
-    } else if (now - endpoint.lastSeen >= REORDER_AFTER_MS) {
+    } else if (now - endpoint.placedAt >= REORDER_AFTER_MS) {
       this.byKey.delete(remote.key);
       this.byKey.set(remote.key, endpoint);
+      endpoint.placedAt = now;
     }
     endpoint.lastSeen = now;
     endpoint.verified ||= verified;
@@ -112,7 +119,7 @@ export class Endpoints {
     const cutoff = now - this.limits.idleTimeoutMs;
     let removed = 0;
     for (const endpoint of this.byKey.values()) {
-      if (endpoint.lastSeen > cutoff + REORDER_AFTER_MS) break; // least recently active first: the rest are newer
+      if (endpoint.placedAt > cutoff) break; // the rest took their place later, and were active since
       if (endpoint.lastSeen <= cutoff && !this.busy(endpoint)) {
         this.remove(endpoint);
         removed++;

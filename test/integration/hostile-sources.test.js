@@ -45,7 +45,7 @@ test('datagrams from source port 0 are dropped before decoding, counted, and cra
   assert.equal(typeof json(response).result.now, 'number');
 });
 
-test('a spoofed 127.x.y.z source with a real port is an ordinary, unverified peer: its slow request runs, its answer is withheld', async () => {
+test('a spoofed 127.x.y.z source with a real port is an ordinary, unverified peer: its slow request runs, its answer waits for a ping that is never answered', async () => {
   const dgram = require('node:dgram');
   const victim = dgram.createSocket('udp4');
   await new Promise((resolve) => victim.bind(0, '127.9.8.7', resolve));
@@ -62,10 +62,8 @@ test('a spoofed 127.x.y.z source with a real port is an ordinary, unverified pee
     await sleep(1500); // the slow action, the separate answer and its retransmissions (FAST: 200 ms, doubling)
     assert.equal(executions(), before + 1);
     assert.ok(received.some((m) => m.ack && m.code === '0.00'), 'the empty ACK reached the spoofed address');
-    const challenge = received.find((m) => m.confirmable && m.code === '4.01');
-    assert.ok(challenge, 'the separate answer reached the spoofed address as 4.01');
-    assert.ok(challenge.options.some((o) => o.name === '252'), '... with an Echo option');
-    assert.ok(!received.some((m) => m.code === '2.05'), 'the answer itself was withheld');
+    assert.ok(received.some((m) => m.confirmable && m.code === '0.00'), 'a CoAP ping to verify the address reached it');
+    assert.ok(!received.some((m) => m.code === '2.05'), 'the answer itself was withheld: nothing answered the ping');
     assert.ok(bytesReceived <= 3 * request.length, `${bytesReceived} bytes sent for a ${request.length}-byte request, retransmissions included`);
   } finally {
     victim.close();
