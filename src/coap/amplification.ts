@@ -16,10 +16,10 @@
  * It owns the budget arithmetic, the Echo values and the withheld answers; the
  * message layer decides when to ask (unverified peers only).
  */
-import { createHash } from 'node:crypto';
 import { BoundedStore } from './boundedStore';
 import { EchoCheck, EchoValues } from './echo';
 import type { CoapResponse, Exchange } from './exchange';
+import { payloadDigest } from './message';
 
 export interface AmplificationOptions {
   /** Bytes sent per byte received from an unverified peer; 0 turns the limit off. */
@@ -127,7 +127,5 @@ function keyOf(exchange: Exchange, echo: Buffer): string {
 
 /** The request as its datagram carries it (the last block of a Block1 upload): what its repetition carries too. */
 function requestOf(exchange: Exchange): string {
-  const { payload } = exchange.message;
-  const body = payload.length === 0 ? '' : createHash('sha256').update(payload).digest('base64');
-  return `${exchange.method}|${exchange.path.join('/')}?${exchange.query.join('&')}|${exchange.block1?.num ?? ''}|${body}`;
+  return `${exchange.method}|${exchange.path.join('/')}?${exchange.query.join('&')}|${exchange.block1?.num ?? ''}|${payloadDigest(exchange.message.payload)}`;
 }

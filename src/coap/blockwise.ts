@@ -113,7 +113,7 @@ export class Block1Assembler {
 }
 
 export interface StoredBody {
-  /** Fingerprint of the request body it answers ('' when none is known). */
+  /** payloadDigest of the request body it answers ('' when none is known). */
   request: string;
   code: number;
   contentFormat: number | undefined;

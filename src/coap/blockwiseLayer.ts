@@ -17,14 +17,13 @@
  * It does not own the codecs and stores (blockwise.ts) nor how a framed answer
  * travels (the message layer).
  */
-import { createHash } from 'node:crypto';
 import { Block1Assembler, Block2Store, Framed, blockOf, blockSize, encodeBlock, szxFor } from './blockwise';
 import type { StoreLimits } from './boundedStore';
 import { now } from './clock';
 import { Code, Option } from './constants';
 import type { CoapResponse, Exchange } from './exchange';
 import type { ErrorFormatter } from './messageLayer';
-import { CoapOption, encodeUint, findOption, readUint, withContentFormat, withOption } from './message';
+import { CoapOption, encodeUint, findOption, payloadDigest, readUint, withContentFormat, withOption } from './message';
 
 const EMPTY = Buffer.alloc(0);
 const SAFE_METHODS = new Set([1, 5]); // GET, FETCH: may run again to serve a block
@@ -79,7 +78,7 @@ export class BlockwiseLayer {
     }
     if (exchange.block2 !== null && exchange.block2.num > 0) {
       const stored = this.bodies.get(exchange.resourceKey, at);
-      if (stored !== undefined && (stored.request === '' || exchange.payload.length === 0 || stored.request === fingerprint(exchange.payload))) {
+      if (stored !== undefined && (stored.request === '' || exchange.payload.length === 0 || stored.request === payloadDigest(exchange.payload))) {
         exchange.answered = true;
         const block = blockOf(stored, [], exchange.block2.num, this.szxOf(exchange), exchange.wantsSize2);
         if (block === null) this.transmitPastTheEnd(exchange);
@@ -160,7 +159,7 @@ export class BlockwiseLayer {
     if (payload.length <= blockSize(szx) && num === 0) {
       return { code: response.code, options: withContentFormat(extra, response.contentFormat), payload };
     }
-    const request = resource.payload === undefined ? '' : fingerprint(resource.payload);
+    const request = resource.payload === undefined ? '' : payloadDigest(resource.payload);
     const body = this.bodies.store(resource.resourceKey, request, response.code, response.contentFormat, payload, now());
     return blockOf(body, extra, num, szx, wantsSize2);
   }
@@ -185,9 +184,4 @@ export class BlockwiseLayer {
     this.uploads.clear();
     this.bodies.clear();
   }
-}
-
-/** Names a request body: later-block requests that carry one must carry the same. */
-function fingerprint(payload: Buffer): string {
-  return payload.length === 0 ? '' : createHash('sha256').update(payload).digest('base64');
 }

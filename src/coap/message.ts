@@ -7,6 +7,7 @@
  * are the hot path, and coap-packet's generate() allocates per option and sorts
  * by name (measured about 9x slower than writing the header by hand).
  */
+import { createHash } from 'node:crypto';
 import { parse as parsePacket } from 'coap-packet';
 import { Option, type MessageType } from './constants';
 
@@ -215,4 +216,9 @@ export function withContentFormat(options: readonly CoapOption[], contentFormat:
     CONTENT_FORMAT_ALONE.set(contentFormat, alone);
   }
   return alone;
+}
+
+/** Names a request body in a few bytes ('' for none): stored answers are matched to the request they answer by it. */
+export function payloadDigest(payload: Buffer): string {
+  return payload.length === 0 ? '' : createHash('sha256').update(payload).digest('base64');
 }

@@ -66,6 +66,13 @@ function messageKey(remote: Remote, messageId: number): string {
   return `${remote.key}#${messageId}`;
 }
 
+/** Writes a message's type and ID into its encoded header; returns the ID. */
+function stamp(datagram: Buffer, type: MessageType, messageId: number): number {
+  datagram[0] = (datagram[0] & 0xcf) | (type << 4);
+  datagram.writeUInt16BE(messageId, 2);
+  return messageId;
+}
+
 function emptyMessage(type: MessageType, messageId: number): Buffer {
   return encodeMessage(type, Code.EMPTY, messageId, EMPTY, [], null);
 }
@@ -245,13 +252,12 @@ export class MessageLayer {
     if (this.socket === null) return;
     this.awaitingAck.delete(exchange.key);
     const { message } = exchange;
-    const piggyback = message.type === Type.CON && !exchange.acknowledged;
+    const type = this.answerType(exchange);
     const suppressed = (exchange.noResponse & (NO_RESPONSE_BITS[framed.code >> 5] ?? 0)) !== 0;
     if (suppressed) {
-      if (piggyback) this.piggyback(exchange, emptyMessage(Type.ACK, message.messageId));
+      if (type === Type.ACK) this.piggyback(exchange, emptyMessage(Type.ACK, message.messageId));
       return;
     }
-    const type = piggyback ? Type.ACK : message.type === Type.CON && this.canConfirm(exchange.peer) ? Type.CON : Type.NON;
     let datagram: Buffer | null = encodeMessage(type, framed.code, message.messageId, message.token, framed.options, framed.payload);
     if (this.guarded(exchange) && this.amplification.allowance(exchange, datagram.length) < 1) {
       if (type === Type.CON) {
@@ -290,9 +296,18 @@ export class MessageLayer {
     if (this.socket === null) return;
     exchange.answered = true;
     this.awaitingAck.delete(exchange.key);
-    const piggyback = exchange.message.type === Type.CON && !exchange.acknowledged;
-    const type = piggyback ? Type.ACK : exchange.message.type === Type.CON && this.canConfirm(exchange.peer) ? Type.CON : Type.NON;
+    const type = this.answerType(exchange);
     this.put(exchange, type, this.challengeDatagram(exchange, null, type));
+  }
+
+  /**
+   * How an answer travels: on the ACK of a CON not yet acknowledged, else as a CON (a NON past
+   * the bounds on CONs in flight), or as a NON for a NON request.
+   */
+  private answerType(exchange: Exchange): MessageType {
+    if (exchange.message.type !== Type.CON) return Type.NON;
+    if (!exchange.acknowledged) return Type.ACK;
+    return this.canConfirm(exchange.peer) ? Type.CON : Type.NON;
   }
 
   /** Whether the exchange's answers count against the amplification budget: its peer is not verified yet. */
@@ -364,9 +379,7 @@ export class MessageLayer {
    * until it is acknowledged, reset or given up after `limit` retransmissions at most.
    */
   sendConfirmable(peer: Peer, datagram: Buffer, onDone?: (outcome: Outcome) => void, limit = Infinity): number {
-    const id = peer.allocateMessageId();
-    datagram.writeUInt16BE(id, 2);
-    datagram[0] = (datagram[0] & 0xcf) | (Type.CON << 4);
+    const id = stamp(datagram, Type.CON, peer.allocateMessageId());
     peer.flying(id);
     this.retransmitter.start(messageKey(peer.remote, id), datagram, peer.remote, now(), (outcome) => {
       peer.landed(id);
@@ -376,9 +389,7 @@ export class MessageLayer {
   }
 
   sendNonConfirmable(peer: Peer, datagram: Buffer): number {
-    const id = peer.allocateMessageId();
-    datagram.writeUInt16BE(id, 2);
-    datagram[0] = (datagram[0] & 0xcf) | (Type.NON << 4);
+    const id = stamp(datagram, Type.NON, peer.allocateMessageId());
     this.send(datagram, peer.remote);
     return id;
   }
