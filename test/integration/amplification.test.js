@@ -10,14 +10,13 @@
  */
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const dgram = require('node:dgram');
 const packet = require('coap-packet');
 const coapLib = require('coap');
 const { FAST, bigResult, bootDouble, coap, rawObserver } = require('./coap-helpers');
 const { killAll } = require('../support/peers');
 const { nodeCoapRequest } = require('../support/nodeCoap');
 const { blockValue, openRawPeer, option, uint, uriOptions } = require('../support/raw');
-const { sendSpoofed } = require('../support/spoof');
+const { listenAt, sendSpoofed } = require('../support/spoof');
 const { sleep } = require('../support/util');
 
 const FACTOR = 3;
@@ -39,20 +38,12 @@ let victimCount = 0;
  * returns what that address received: {sent (bytes), received (bytes), messages (parsed)}.
  */
 async function spoofed(request, ms = 1500) {
-  const victim = dgram.createSocket('udp4');
-  const address = `127.20.0.${++victimCount}`;
-  await new Promise((resolve) => victim.bind(0, address, resolve));
-  const messages = [];
-  let received = 0;
-  victim.on('message', (datagram) => {
-    received += datagram.length;
-    messages.push(packet.parse(datagram));
-  });
+  const victim = await listenAt(`127.20.0.${++victimCount}`);
   try {
     const bytes = packet.generate({ confirmable: true, messageId: 0x3000 + victimCount, token: Buffer.from([1, 2, 3, 4]), ...request });
-    await sendSpoofed([{ from: address, fromPort: victim.address().port, to: '127.0.0.1', toPort: port, bytes }]);
+    await sendSpoofed([{ from: victim.address, fromPort: victim.port, to: '127.0.0.1', toPort: port, bytes }]);
     await sleep(ms);
-    return { sent: bytes.length, received, messages };
+    return { sent: bytes.length, received: victim.bytes, messages: victim.messages };
   } finally {
     victim.close();
   }

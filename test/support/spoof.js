@@ -6,8 +6,13 @@
  * Nothing else can send from port 0: Node's dgram refuses it.
  *
  *   await sendSpoofed([{ from: '127.0.0.1', fromPort: 0, to: '127.0.0.1', toPort, bytes }])
+ *
+ * `listenAt(address)` is the victim of such a source: a socket at the spoofed address that counts
+ * what the server sends it.
  */
 const { execFile } = require('node:child_process');
+const dgram = require('node:dgram');
+const packet = require('coap-packet');
 const { SYSTEM_PYTHON } = require('./peers');
 
 const SENDER = `
@@ -56,4 +61,29 @@ function sendSpoofed(datagrams, { perSecond = 0 } = {}) {
   });
 }
 
-module.exports = { sendSpoofed };
+/**
+ * A UDP socket bound at `address` (a 127.x.y.z): what a server answers to datagrams spoofed from
+ * it arrives here. Resolves {address, port, messages (coap-packet parsed), bytes, close()}.
+ */
+async function listenAt(address) {
+  const socket = dgram.createSocket('udp4');
+  await new Promise((resolve) => socket.bind(0, address, resolve));
+  const victim = {
+    address,
+    port: socket.address().port,
+    messages: [],
+    bytes: 0,
+    close: () => socket.close(),
+  };
+  socket.on('message', (datagram) => {
+    victim.bytes += datagram.length;
+    try {
+      victim.messages.push(packet.parse(datagram));
+    } catch {
+      victim.messages.push({ code: 'unparsable' });
+    }
+  });
+  return victim;
+}
+
+module.exports = { sendSpoofed, listenAt };

@@ -15,7 +15,7 @@ const { spawnChild } = require('../lib/procs');
 const { verifyEndpoint } = require('../lib/coapWire');
 const { random, mutate } = require('../../support/fuzzer');
 const { uriOptions, uint, blockValue } = require('../../support/raw');
-const { sendSpoofed } = require('../../support/spoof');
+const { listenAt, sendSpoofed } = require('../../support/spoof');
 const { sleep } = require('../lib/util');
 
 const PLUGIN = path.join(__dirname, '..', 'servers', 'plugin.js');
@@ -136,16 +136,11 @@ async function flood({ params, progress, cpu }) {
     const first = await exchange(real.socket, port, write);
     const before = await server.call('heap');
 
-    for (let i = 0; i < 20; i++) {
-      const socket = await openSocket(`127.65.0.${1 + i}`);
-      const victim = { socket, sent: 0, received: 0 };
-      socket.on('message', (datagram) => { victim.received += datagram.length; });
-      victims.push(victim);
-    }
+    for (let i = 0; i < 20; i++) victims.push(await listenAt(`127.65.0.${1 + i}`));
     const datagrams = victims.map((victim, i) => {
       const bytes = packet.generate({ confirmable: true, messageId: 0x5000 + i, token: Buffer.from([5, i]), ...VICTIM_REQUESTS[i % VICTIM_REQUESTS.length] });
-      victim.sent += bytes.length;
-      return { from: victim.socket.address().address, fromPort: victim.socket.address().port, to: '127.0.0.1', toPort: port, bytes };
+      victim.sent = bytes.length;
+      return { from: victim.address, fromPort: victim.port, to: '127.0.0.1', toPort: port, bytes };
     });
     for (let i = 0; datagrams.length < params.floodEndpoints; i++) {
       datagrams.push({ from: `127.64.${(i >> 8) & 255}.${i & 255}`, fromPort: 10_000 + (i >> 16), to: '127.0.0.1', toPort: port, bytes: now(i & 0xffff) });
@@ -162,7 +157,7 @@ async function flood({ params, progress, cpu }) {
     const served = await exchange(newcomer.socket, port, now(newcomer.nextMid()));
     newcomer.socket.close();
     real.socket.close();
-    const ratios = victims.map((v) => v.received / v.sent);
+    const ratios = victims.map((v) => v.bytes / v.sent);
     const result = {
       endpoints: sent,
       seconds: (Date.now() - began) / 1000,
@@ -181,7 +176,7 @@ async function flood({ params, progress, cpu }) {
     progress(`  ${sent} spoofed endpoints; device: cached answer ${result.cachedAnswer}, run once ${result.executedOnce}; new device served ${result.newDeviceServed}; largest out/in to a victim ${result.maxAmplification.toFixed(2)}; heap +${(result.heapGrowth / 1048576).toFixed(1)} MB, buffers +${(result.buffersGrowth / 1048576).toFixed(1)} MB`);
     return result;
   } finally {
-    for (const victim of victims) victim.socket.close();
+    for (const victim of victims) victim.close();
     await server.stop();
   }
 }
