@@ -43,7 +43,7 @@ const LOST: Replay = { kind: 'lost' };
 export class Amplification {
   private readonly echo: EchoValues;
   private readonly withheld: BoundedStore<Withheld>;
-  private readonly counters = { challenged: 0, withheld: 0, replayed: 0, lost: 0, pinged: 0, silenced: 0 };
+  private readonly counters = { challenged: 0, withheld: 0, replayed: 0, lost: 0, silenced: 0 };
 
   constructor(private readonly options: AmplificationOptions) {
     this.echo = new EchoValues(options.echoLifetimeMs);
@@ -101,12 +101,7 @@ export class Amplification {
     return { kind: 'answer', answer: kept.answer };
   }
 
-  /** Counts a separate answer held back until a CoAP ping shows the peer receives (messageLayer). */
-  pinged(): void {
-    this.counters.pinged++;
-  }
-
-  /** Counts an answer that not even a bare challenge fitted, or whose ping went unanswered: nothing was sent. */
+  /** Counts an answer that not even a bare challenge fitted: nothing was sent. */
   silenced(): void {
     this.counters.silenced++;
   }

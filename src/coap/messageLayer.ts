@@ -152,7 +152,11 @@ export class MessageLayer {
     }
   }
 
-  /** An ACK or RST: it settles a CON of ours, which shows that the peer receives at its address. */
+  /**
+   * An ACK or RST that settles a CON of ours. Only an ACK verifies the peer: a CoAP stack answers
+   * any CON it did not expect with an RST, so a victim of spoofed requests that runs one would
+   * otherwise verify itself and be sent everything.
+   */
   private settle(message: CoapMessage, key: string): void {
     const peer = this.peers.get(key);
     if (peer === undefined) return;
@@ -160,7 +164,7 @@ export class MessageLayer {
     const ours = messageKey(peer.remote, message.messageId);
     if (this.retransmitter.has(ours)) {
       // Verified before the CON's owner hears of it: what it sends next is not held to the budget.
-      peer.verified = true;
+      if (!reset) peer.verified = true;
       peer.lastSeen = now();
       this.retransmitter.settle(ours, reset ? 'reset' : 'acked');
     } else if (reset) {
@@ -260,35 +264,9 @@ export class MessageLayer {
     }
     let datagram: Buffer | null = encodeMessage(type, framed.code, message.messageId, message.token, framed.options, framed.payload);
     if (this.guarded(exchange) && this.amplification.allowance(exchange, datagram.length) < 1) {
-      if (type === Type.CON) {
-        this.verifyThenSend(exchange, datagram);
-        return;
-      }
       datagram = this.challengeDatagram(exchange, whole, type);
     }
     this.put(exchange, type, datagram);
-  }
-
-  /**
-   * A separate answer over an unverified peer's budget. libcoap 4.3 does not repeat a request for
-   * an Echo value that comes in a separate response (measured: it reports the 4.01), so the peer
-   * is verified by a CoAP ping instead, within the budget: an empty CON, which a CoAP endpoint
-   * answers with an ACK or RST (RFC 7252 §4.3), showing that it receives at its address. The
-   * answer follows once it does; an address that never answers gets the pings only.
-   */
-  private verifyThenSend(exchange: Exchange, datagram: Buffer): void {
-    const ping = emptyMessage(Type.CON, 0);
-    const transmissions = this.amplification.allowance(exchange, ping.length);
-    if (transmissions < 1) {
-      this.amplification.silenced();
-      return;
-    }
-    exchange.bytesOut += ping.length * transmissions;
-    this.amplification.pinged();
-    this.sendConfirmable(exchange.peer, ping, (outcome) => {
-      if (outcome === 'acked' || outcome === 'reset') this.put(exchange, Type.CON, datagram);
-      else if (outcome === 'timeout') this.amplification.silenced();
-    }, transmissions - 1);
   }
 
   /** Answers 4.01 with a fresh Echo value, within the budget (for what only a verified peer may do). */

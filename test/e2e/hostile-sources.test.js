@@ -50,10 +50,12 @@ test('malformed, well-formed and a burst of 300 requests from source port 0: Kuz
   await sleep(3000);
   await stillRunning();
 
-  const answer = await coapClient(['-m', 'post', '-A', '50', `coap://127.0.0.1:${host.coapPort}/api/server/now`]);
+  // Every answer is separate here (piggybackWindowMs 0), and libcoap 4.3.1 does not repeat a request
+  // for a 4.01 + Echo that comes separately: ask for a compact answer, within 3× the request.
+  const answer = await coapClient(['-m', 'post', '-A', '50', `coap://127.0.0.1:${host.coapPort}/api/server/now?envelope=compact`]);
   assert.equal(answer.exit, 0, answer.stderr);
   assert.ok(answer.stdout.length > 0, `coap-client printed no answer; its stderr: ${answer.stderr}`);
-  assert.equal(typeof JSON.parse(answer.stdout.toString()).result.now, 'number');
+  assert.equal(typeof JSON.parse(answer.stdout.toString()).now, 'number');
   const { now } = await kuzzleHttp(host).ok({ controller: 'server', action: 'now' });
   assert.equal(typeof now, 'number');
   await stillRunning();

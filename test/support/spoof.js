@@ -63,9 +63,10 @@ function sendSpoofed(datagrams, { perSecond = 0 } = {}) {
 
 /**
  * A UDP socket bound at `address` (a 127.x.y.z): what a server answers to datagrams spoofed from
- * it arrives here. Resolves {address, port, messages (coap-packet parsed), bytes, close()}.
+ * it arrives here. With `rstCons`, it answers every CON with an RST, as a CoAP stack answers one
+ * it did not expect. Resolves {address, port, messages (coap-packet parsed), bytes, close()}.
  */
-async function listenAt(address) {
+async function listenAt(address, { rstCons = false } = {}) {
   const socket = dgram.createSocket('udp4');
   await new Promise((resolve) => socket.bind(0, address, resolve));
   const victim = {
@@ -75,13 +76,16 @@ async function listenAt(address) {
     bytes: 0,
     close: () => socket.close(),
   };
-  socket.on('message', (datagram) => {
+  socket.on('message', (datagram, rinfo) => {
     victim.bytes += datagram.length;
+    let message;
     try {
-      victim.messages.push(packet.parse(datagram));
+      message = packet.parse(datagram);
     } catch {
-      victim.messages.push({ code: 'unparsable' });
+      message = { code: 'unparsable' };
     }
+    victim.messages.push(message);
+    if (rstCons && message.confirmable) socket.send(packet.generate({ code: '0.00', messageId: message.messageId, reset: true }), rinfo.port, rinfo.address);
   });
   return victim;
 }
