@@ -62,9 +62,14 @@ export class Amplification {
     return { ...this.counters, withheldNow: this.withheld.size, withheldBytes: this.withheld.bytes };
   }
 
+  /** Bytes the exchange's budget still allows. */
+  remaining(exchange: Exchange): number {
+    return Math.max(0, this.options.factor * exchange.bytesIn - exchange.bytesOut);
+  }
+
   /** How many datagrams of `size` bytes the exchange's budget still allows. */
   allowance(exchange: Exchange, size: number): number {
-    return Math.max(0, Math.floor((this.options.factor * exchange.bytesIn - exchange.bytesOut) / size));
+    return Math.floor(this.remaining(exchange) / size);
   }
 
   checkEcho(exchange: Exchange): EchoCheck {

@@ -20,10 +20,10 @@
 import { Block1Assembler, Block2Store, Framed, blockOf, blockSize, encodeBlock, szxFor } from './blockwise';
 import type { StoreLimits } from './boundedStore';
 import { now } from './clock';
-import { Code, Option } from './constants';
+import { Code, Option, Type } from './constants';
 import type { CoapResponse, Exchange } from './exchange';
 import type { ErrorFormatter } from './messageLayer';
-import { CoapOption, encodeUint, findOption, payloadDigest, readUint, withContentFormat, withOption } from './message';
+import { CoapOption, encodeMessage, encodeUint, findOption, payloadDigest, readUint, withContentFormat, withOption } from './message';
 
 const EMPTY = Buffer.alloc(0);
 const SAFE_METHODS = new Set([1, 5]); // GET, FETCH: may run again to serve a block
@@ -45,6 +45,8 @@ export interface BlockwiseNeighbours {
    * for a block of a stored body, which the request's repetition is served from again.
    */
   transmit(exchange: Exchange, framed: Framed, whole: CoapResponse | null): void;
+  /** Bytes a separate answer to an unverified peer may take; null when no such limit applies. */
+  separateBudget(exchange: Exchange): number | null;
 }
 
 export class BlockwiseLayer {
@@ -138,7 +140,11 @@ export class BlockwiseLayer {
     if (exchange.block1 !== null) {
       extra = withOption(extra, Option.BLOCK1, encodeBlock(exchange.block1.num, response.code === Code.CONTINUE, exchange.block1.szx));
     }
-    const framed = this.frame(response, extra, exchange, this.szxOf(exchange), exchange.block2?.num ?? 0, exchange.wantsSize2);
+    const num = exchange.block2?.num ?? 0;
+    let szx = this.szxOf(exchange);
+    const budget = num === 0 ? this.next.separateBudget(exchange) : null;
+    if (budget !== null) szx = fittingSzx(exchange, response, extra, szx, budget);
+    const framed = this.frame(response, extra, exchange, szx, num, exchange.wantsSize2);
     if (framed === null) this.transmitPastTheEnd(exchange);
     else this.next.transmit(exchange, framed, extra.length === 0 && response.options === undefined ? response : { ...response, options: extra });
   }
@@ -184,4 +190,28 @@ export class BlockwiseLayer {
     this.uploads.clear();
     this.bodies.clear();
   }
+}
+
+const PROBE_ETAG = Buffer.alloc(4);
+
+/**
+ * The block size of a separate answer to an unverified peer: the largest whose first datagram
+ * fits its budget twice (one retransmission), else once; `szx` when even the smallest does not
+ * fit (the message layer challenges then). The peer's ACK of that block verifies it, and it
+ * fetches the rest from the stored body: libcoap's clients do not repeat a request after a
+ * separate 4.01 + Echo (measured with coap-client 4.3.1), but all follow Block2.
+ */
+function fittingSzx(exchange: Exchange, response: CoapResponse, extra: readonly CoapOption[], szx: number, budget: number): number {
+  const payload = response.payload ?? EMPTY;
+  const probe = { request: '', code: response.code, contentFormat: response.contentFormat, etag: PROBE_ETAG, payload };
+  let once = -1;
+  for (let s = szx; s >= 0; s--) {
+    const framed = payload.length <= blockSize(s)
+      ? { options: withContentFormat(extra, response.contentFormat), payload }
+      : blockOf(probe, extra, 0, s, exchange.wantsSize2) as Framed;
+    const size = encodeMessage(Type.CON, response.code, 0, exchange.token, framed.options, framed.payload).length;
+    if (2 * size <= budget) return s;
+    if (once < 0 && size <= budget) once = s;
+  }
+  return once < 0 ? szx : once;
 }

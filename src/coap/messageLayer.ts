@@ -288,6 +288,16 @@ export class MessageLayer {
     return this.canConfirm(exchange.peer) ? Type.CON : Type.NON;
   }
 
+  /**
+   * Bytes left for a separate answer (a CON) to an unverified peer; null when no limit applies or
+   * the answer will not be a separate CON. Such an answer is acknowledged, which verifies the peer:
+   * the block-wise layer sends a first block that fits, and the peer fetches the rest verified.
+   */
+  separateBudget(exchange: Exchange): number | null {
+    if (!this.guarded(exchange) || this.answerType(exchange) !== Type.CON) return null;
+    return this.amplification.remaining(exchange);
+  }
+
   /** Whether the exchange's answers count against the amplification budget: its peer is not verified yet. */
   guarded(exchange: Exchange): boolean {
     return this.amplification.enabled && !exchange.peer.verified;

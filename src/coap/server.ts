@@ -90,6 +90,7 @@ export class CoapServer implements Responder, NotificationWire {
     this.blocks = new BlockwiseLayer(options, {
       request: (exchange) => this.resources.request(exchange),
       transmit: (exchange, framed, whole) => this.message.transmit(exchange, framed, whole),
+      separateBudget: (exchange) => this.message.separateBudget(exchange),
     }, formatError);
     this.resources = new ResourceLayer(options.links, this.observers, (exchange) => this.message.guarded(exchange), handler, formatError, log);
   }

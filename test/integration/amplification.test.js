@@ -4,7 +4,8 @@
  * the default `amplification.factor` 3. Each kind of answer is asked for with a spoofed source: a
  * raw socket sends the request as from 127.20.0.x, where a socket of the test counts every byte
  * the plugin sends back. None may exceed 3 × the bytes of the request, retransmissions included;
- * what does not fit is withheld behind 4.01 + Echo. Then clients that return the Echo value get the
+ * what does not fit is withheld behind 4.01 + Echo, except a separate answer, which goes as a first
+ * Block2 block that fits (its ACK verifies the peer). Then clients that return the Echo value get the
  * withheld answer without a second execution: the raw peer, node-coap (by a helper: node-coap
  * 1.x ignores Echo), coap-client (libcoap 4.3 repeats the request with the value by itself).
  */
@@ -110,16 +111,43 @@ test('a notification goes to a verified observer only, and the registration of a
 
 for (const rstCons of [false, true]) {
   const victimKind = rstCons ? 'a CoAP stack that answers any unexpected CON with an RST' : 'silent';
-  test(`a separate answer (slow action) to an unverified spoofed peer (${victimKind}): empty ACK + 4.01, within 3×; an RST verifies nothing`, async () => {
+  test(`a large separate answer (slow action) to an unverified spoofed peer (${victimKind}): empty ACK + a first block that fits 3×; an RST verifies nothing`, async () => {
     const verifiedBefore = double.protocol.stats().transport.peers.verified;
-    const result = await spoofed({ code: '0.02', options: uriOptions('/api/test/slow', ['ms=400']) }, 3000, { rstCons });
+    const result = await spoofed({ code: '0.02', options: uriOptions('/api/test/slow', ['ms=400', 'size=2000']) }, 3000, { rstCons });
     assertWithinFactor(result, 'separate answer');
     assert.ok(result.messages.some((m) => m.ack && m.code === '0.00'));
-    assert.ok(result.messages.some((m) => m.confirmable && m.code === '4.01'), 'the separate answer is the challenge');
-    assert.ok(result.messages.every((m) => m.code !== '2.05'));
+    const answers = result.messages.filter((m) => m.confirmable);
+    assert.ok(answers.length >= 1, 'the separate answer was sent');
+    for (const answer of answers) {
+      assert.equal(answer.code, '2.05');
+      const block2 = answer.options.find((o) => o.name === 'Block2')?.value;
+      assert.ok(block2, 'the separate answer is a Block2 block');
+      assert.equal(block2[block2.length - 1] >> 4, 0, 'block 0');
+      assert.ok(answer.payload.length < 2000, 'never the whole body');
+    }
     assert.equal(double.protocol.stats().transport.peers.verified, verifiedBefore, 'the RST did not verify the address');
   });
 }
+
+// coap-client 4.3.1 cannot take part: it does not follow Block2 in any separate answer to a POST,
+// verified or not ("large body receive internal issue"); the 1.5 s piggybackWindowMs keeps its answers on the ACK.
+test('node-coap against a large separate answer: its ACK of the small first block verifies it, it fetches the rest; one execution', async () => {
+  const agent = new coapLib.Agent({ type: 'udp4' });
+  try {
+    const before = calls('test:slow');
+    const verifiedBefore = double.protocol.stats().transport.peers.verified;
+    const res = await nodeCoapRequest({
+      hostname: '127.0.0.1', port, method: 'POST', pathname: '/api/test/slow', query: 'ms=300&size=2000&envelope=compact', agent,
+    }, { options: { Accept: 'application/json' } });
+    assert.equal(res.code, '2.05');
+    assert.equal(res.echoed, false, 'no challenge was needed');
+    assert.deepEqual(JSON.parse(res.payload), { waited: 300, filler: 'x'.repeat(2000) });
+    assert.equal(calls('test:slow'), before + 1, 'later blocks come from the stored body');
+    assert.equal(double.protocol.stats().transport.peers.verified, verifiedBefore + 1, 'the ACK verified node-coap\'s address');
+  } finally {
+    agent.close();
+  }
+});
 
 test('raw peer: POST server:info through the Echo round trip runs once and gets the withheld answer', async () => {
   const peer = await openRawPeer(port, { verify: false });

@@ -36,8 +36,12 @@ const ACTIONS = {
   'server:now': () => ({ now: Date.now() }),
   'server:info': bigResult,
   'test:echo': (request) => ({ body: request.input.body, args: request.input.args, jwt: request.input.jwt ?? null }),
-  'test:slow': (request) =>
-    new Promise((resolve) => setTimeout(() => resolve({ waited: Number(request.input.args.ms) }), Number(request.input.args.ms))),
+  // `?size=<n>` adds an n-character filler, for a slow answer that takes several blocks.
+  'test:slow': (request) => {
+    const { ms, size } = request.input.args;
+    const result = { waited: Number(ms), ...(size === undefined ? {} : { filler: 'x'.repeat(Number(size)) }) };
+    return new Promise((resolve) => setTimeout(() => resolve(result), Number(ms)));
+  },
   'test:partial': () => {
     // Kuzzle answers 206 when some parts of a multi-document action failed.
     const error = new InternalError('some documents failed');
