@@ -12,7 +12,9 @@
  * before verified, least recently heard first: a flood of spoofed sources
  * replaces its own entries, not the devices that answer. Deduplication entries and
  * block-wise bodies are not here: they live in byte-bounded stores of their
- * own, keyed by the peer, and expire there.
+ * own, keyed by the peer, and expire there. They outlive a dropped peer on
+ * purpose: a retransmission that arrives after the drop still gets its cached
+ * answer, never a second run.
  */
 import type { Remote } from './exchange';
 import type { ObserverQueue } from './observe';

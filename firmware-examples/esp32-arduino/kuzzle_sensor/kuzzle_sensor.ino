@@ -11,15 +11,18 @@
  * then set the values under "Settings". See ../README.md.
  *
  * How this sketch works around the library:
- * - The library has no Observe: the registration (GET with Observe: 0) is written by hand
- *   (sendRegistration) and sent on the library's UDP socket.
+ * - The library has no Observe and no Echo (RFC 9175), and writes options in the order they
+ *   are added (it puts Content-Format after the Uri-Query options, which corrupts the option
+ *   deltas): every request is written by hand (sendRequest) and sent on the library's UDP
+ *   socket, which the library still reads.
+ * - Echo: until the plugin has verified this device's address, it answers a large answer (the
+ *   login's, with its JWT) or an Observe registration with 4.01 + an Echo option; the request is
+ *   sent once more with that Echo value, and then gets its answer (the plugin does not run it
+ *   twice). Later requests need no Echo: the address stays verified.
  * - The library hands only ACKs to its response callback and treats any other message as a
  *   request to route by Uri-Path. Notifications and separate responses have no Uri-Path: a
  *   handler registered for the empty path ("") receives them here; the library itself would
  *   drop them (or answer 4.04). They are acknowledged by hand (sendEmpty).
- * - The library writes options in the order they are added and adds Content-Format after
- *   the Uri-Query options, which corrupts the option deltas: requests go without
- *   Content-Format, which the plugin reads as CBOR, its default.
  * - The library does not retransmit: request() resends with the same message ID, so the
  *   plugin's deduplication never runs a request twice.
  */
@@ -53,10 +56,20 @@ static WiFiUDP udp;
 static Coap coap(udp, COAP_BUFFER);
 
 static const uint8_t TYPE_CON = 0, TYPE_ACK = 2, TYPE_RST = 3;
-static const uint8_t OPTION_OBSERVE = 6, OPTION_URI_PATH = 11, OPTION_URI_QUERY = 15;
+static const uint8_t METHOD_GET = 1, METHOD_POST = 2;
+static const uint8_t CODE_UNAUTHORIZED = (4 << 5) | 1;
+static const uint8_t FORMAT_CBOR = 60;
+static const uint16_t OPTION_OBSERVE = 6, OPTION_URI_PATH = 11, OPTION_CONTENT_FORMAT = 12, OPTION_URI_QUERY = 15,
+                      OPTION_ECHO = 252;
+
+// The Echo value of the server's last 4.01 + Echo, sent back once in the request's repetition.
+static struct {
+  uint8_t value[40];
+  size_t len;
+} echo;
 
 static struct {
-  bool active, done;
+  bool active, done, challenged;
   uint8_t token[4];
   uint16_t mid;
   uint8_t code;
@@ -65,7 +78,7 @@ static struct {
 } pending;
 
 static struct {
-  bool registering, registered;
+  bool registering, registered, challenged;
   uint8_t token[4];
   uint16_t mid;
   uint64_t retryAt;
@@ -111,6 +124,27 @@ static void sendEmpty(IPAddress ip, int port, uint8_t type, uint16_t mid) {
   udp.beginPacket(ip, port);
   udp.write(message, sizeof message);
   udp.endPacket();
+}
+
+// Keeps the Echo value of a 4.01 + Echo (the address is not verified yet); true if there is one.
+static bool takeEcho(const CoapPacket &packet) {
+  if (packet.code != CODE_UNAUTHORIZED) return false;
+  for (int i = 0; i < packet.optionnum; i++) {
+    if (packet.options[i].number != OPTION_ECHO || packet.options[i].length > sizeof echo.value) continue;
+    memcpy(echo.value, packet.options[i].buffer, packet.options[i].length);
+    echo.len = packet.options[i].length;
+    return true;
+  }
+  return false;
+}
+
+// The answer to the pending request, piggybacked or separate.
+static void takeAnswer(const CoapPacket &packet) {
+  pending.challenged = takeEcho(packet);
+  pending.code = packet.code;
+  pending.len = packet.payloadlen < sizeof pending.body ? packet.payloadlen : sizeof pending.body;
+  if (pending.len > 0) memcpy(pending.body, packet.payload, pending.len);
+  pending.done = true;
 }
 
 // ------------------------------------------------------------ observation
@@ -164,8 +198,12 @@ static void onObservation(CoapPacket &packet) {
     applyPeriod(command);
     return;
   }
+  if (obs.registering && takeEcho(packet)) {
+    obs.challenged = true;  // registerObservation sends it again with the Echo value
+    return;
+  }
   sayError(obs.registering ? "observe failed" : "observe ended", packet.code, packet.payload, packet.payloadlen);
-  if (packet.code == ((4 << 5) | 1) && API_KEY[0] == '\0') needLogin = true;
+  if (packet.code == CODE_UNAUTHORIZED && API_KEY[0] == '\0') needLogin = true;
   scheduleRegistration();
 }
 
@@ -177,10 +215,7 @@ static void onAck(CoapPacket &packet, IPAddress ip, int port) {
   if (obs.registering && sameToken(packet, obs.token)) {
     onObservation(packet);
   } else if (pending.active && !pending.done && sameToken(packet, pending.token)) {
-    pending.code = packet.code;
-    pending.len = packet.payloadlen < sizeof pending.body ? packet.payloadlen : sizeof pending.body;
-    if (pending.len > 0) memcpy(pending.body, packet.payload, pending.len);
-    pending.done = true;
+    takeAnswer(packet);
   }
 }
 
@@ -193,22 +228,78 @@ static void onOtherMessage(CoapPacket &packet, IPAddress ip, int port) {
   if (forObservation) {
     onObservation(packet);
   } else if (forRequest) {
-    pending.code = packet.code;
-    pending.len = packet.payloadlen < sizeof pending.body ? packet.payloadlen : sizeof pending.body;
-    if (pending.len > 0) memcpy(pending.body, packet.payload, pending.len);
-    pending.done = true;
+    takeAnswer(packet);
   }
 }
 
 // ---------------------------------------------------------------- requests
-// A CON request through the library; resent with the same message ID until answered.
-static bool request(COAP_METHOD method, const char *url, const uint8_t *body, size_t len) {
+static size_t putOption(uint8_t *p, uint16_t *last, uint16_t number, const void *value, size_t len) {
+  // Deltas and lengths are below 269 here: one extension byte at most.
+  uint16_t delta = number - *last;
+  uint8_t *start = p;
+  *last = number;
+  *p++ = (uint8_t)(((delta < 13 ? delta : 13) << 4) | (len < 13 ? len : 13));
+  if (delta >= 13) *p++ = (uint8_t)(delta - 13);
+  if (len >= 13) *p++ = (uint8_t)(len - 13);
+  memcpy(p, value, len);
+  return (size_t)(p + len - start);
+}
+
+// Puts each `separator`-separated part of text[0, end) as an option `number`.
+static size_t putParts(uint8_t *p, uint16_t *last, uint16_t number, const char *text, const char *end, char separator) {
+  size_t n = 0;
+  while (text < end) {
+    const char *stop = (const char *)memchr(text, separator, end - text);
+    if (stop == NULL) stop = end;
+    if (stop > text) n += putOption(p + n, last, number, text, stop - text);
+    text = stop + 1;
+  }
+  return n;
+}
+
+// A CON request to the server: `url` is "path?query&query", `observe` adds Observe: 0, and the
+// kept Echo value goes with it when there is one. False if it does not fit the buffer.
+static bool sendRequest(uint8_t method, const uint8_t token[4], uint16_t mid, bool observe, const char *url,
+                        const uint8_t *body, size_t len) {
+  static uint8_t message[COAP_BUFFER];
+  const char *query = strchr(url, '?');
+  const char *end = url + strlen(url);
+  if (query == NULL) query = end;
+  // Header and token, then per option at most 3 header bytes; the payload marker and body.
+  if (8 + 3 * 16 + (end - url) + echo.len + 1 + len > sizeof message) return false;
+  size_t n = 0;
+  uint16_t last = 0;
+  message[n++] = 0x40 | 4;  // CoAP 1, CON, 4-byte token
+  message[n++] = method;
+  message[n++] = (uint8_t)(mid >> 8);
+  message[n++] = (uint8_t)mid;
+  memcpy(message + n, token, 4);
+  n += 4;
+  if (observe) n += putOption(message + n, &last, OPTION_OBSERVE, "", 0);  // Observe: 0 is the empty value
+  n += putParts(message + n, &last, OPTION_URI_PATH, url, query, '/');
+  if (len > 0) n += putOption(message + n, &last, OPTION_CONTENT_FORMAT, &FORMAT_CBOR, 1);
+  if (query < end) n += putParts(message + n, &last, OPTION_URI_QUERY, query + 1, end, '&');
+  if (echo.len > 0) n += putOption(message + n, &last, OPTION_ECHO, echo.value, echo.len);
+  if (len > 0) {
+    message[n++] = 0xff;
+    memcpy(message + n, body, len);
+    n += len;
+  }
+  udp.beginPacket(SERVER_IP, SERVER_PORT);
+  udp.write(message, n);
+  udp.endPacket();
+  return true;
+}
+
+// One CON exchange: resent with the same message ID (the plugin's deduplication never runs a
+// request twice) until answered.
+static bool exchange(uint8_t method, const char *url, const uint8_t *body, size_t len) {
   newToken(pending.token);
   pending.mid = nextMid++;
   pending.active = true;
-  pending.done = false;
+  pending.done = pending.challenged = false;
   for (int attempt = 0; attempt < 4 && !pending.done; attempt++) {
-    if (coap.send(SERVER_IP, SERVER_PORT, url, COAP_CON, method, pending.token, 4, body, len, COAP_NONE, pending.mid) == 0) {
+    if (!sendRequest(method, pending.token, pending.mid, false, url, body, len)) {
       Serial.printf("error request reason=too_large_for_buffer url_bytes=%u\n", (unsigned)strlen(url));
       break;
     }
@@ -222,6 +313,17 @@ static bool request(COAP_METHOD method, const char *url, const uint8_t *body, si
   return pending.done;
 }
 
+// A request, sent once more with the Echo value if the server answers 4.01 + Echo.
+static bool request(uint8_t method, const char *url, const uint8_t *body, size_t len) {
+  echo.len = 0;
+  if (!exchange(method, url, body, len)) return false;
+  if (!pending.challenged) return true;
+  Serial.println("echo repeating request with the server's Echo value");
+  bool answered = exchange(method, url, body, len);
+  echo.len = 0;
+  return answered;
+}
+
 static void buildUrl(char *url, size_t cap, const char *path, const char *collection, bool withJwt) {
   int n = snprintf(url, cap, "%s?", path);
   if (collection != NULL) n += snprintf(url + n, cap - n, "index=%s&collection=%s&", INDEX_NAME, collection);
@@ -229,59 +331,32 @@ static void buildUrl(char *url, size_t cap, const char *path, const char *collec
   snprintf(url + n, cap - n, "%s", KIOT_QUERY_COMPACT);
 }
 
-static size_t putOption(uint8_t *p, uint16_t *last, uint16_t number, const void *value, size_t len) {
-  // Deltas and lengths are below 269 here: one extension byte at most.
-  uint16_t delta = number - *last;
-  uint8_t *start = p;
-  *last = number;
-  *p++ = (uint8_t)(((delta < 13 ? delta : 13) << 4) | (len < 13 ? len : 13));
-  if (delta >= 13) *p++ = (uint8_t)(delta - 13);
-  if (len >= 13) *p++ = (uint8_t)(len - 13);
-  memcpy(p, value, len);
-  return (size_t)(p + len - start);
-}
-
-// GET /api/realtime/subscribe?index=&collection=&jwt=&envelope=compact with Observe: 0.
-static void sendRegistration() {
-  static uint8_t message[COAP_BUFFER];
-  char query[3][sizeof jwt + 16];
-  snprintf(query[0], sizeof query[0], "index=%s", INDEX_NAME);
-  snprintf(query[1], sizeof query[1], "collection=%s", COMMANDS);
-  snprintf(query[2], sizeof query[2], "jwt=%s", jwt);
-  const char *path[] = {"api", "realtime", "subscribe"};
-  size_t n = 0;
-  uint16_t last = 0;
-  message[n++] = 0x40 | 4;  // CoAP 1, CON, 4-byte token
-  message[n++] = 0x01;      // GET
-  message[n++] = (uint8_t)(obs.mid >> 8);
-  message[n++] = (uint8_t)obs.mid;
-  memcpy(message + n, obs.token, 4);
-  n += 4;
-  n += putOption(message + n, &last, OPTION_OBSERVE, "", 0);  // Observe: 0 is the empty value
-  for (const char *segment : path) n += putOption(message + n, &last, OPTION_URI_PATH, segment, strlen(segment));
-  for (const char *q : query) n += putOption(message + n, &last, OPTION_URI_QUERY, q, strlen(q));
-  n += putOption(message + n, &last, OPTION_URI_QUERY, KIOT_QUERY_COMPACT, strlen(KIOT_QUERY_COMPACT));
-  udp.beginPacket(SERVER_IP, SERVER_PORT);
-  udp.write(message, n);
-  udp.endPacket();
-}
-
+// GET /api/realtime/subscribe?index=&collection=&jwt=&envelope=compact with Observe: 0; once
+// more with the Echo value if the server answers 4.01 + Echo.
 static void registerObservation() {
-  newToken(obs.token);
-  obs.mid = nextMid++;
-  obs.registering = true;
-  obs.registered = false;
+  static char url[sizeof jwt + 96];
+  buildUrl(url, sizeof url, KIOT_PATH_SUBSCRIBE, COMMANDS, true);
   Serial.printf("observe register index=%s collection=%s\n", INDEX_NAME, COMMANDS);
-  for (int attempt = 0; attempt < 4 && obs.registering; attempt++) {
-    sendRegistration();
-    uint64_t until = nowMs() + (2000u << attempt);
-    while (obs.registering && nowMs() < until) {
-      coap.loop();
-      delay(1);
+  echo.len = 0;
+  for (int round = 0; round < 2; round++) {
+    newToken(obs.token);
+    obs.mid = nextMid++;
+    obs.registering = true;
+    obs.registered = obs.challenged = false;
+    for (int attempt = 0; attempt < 4 && obs.registering && !obs.challenged; attempt++) {
+      sendRequest(METHOD_GET, obs.token, obs.mid, true, url, NULL, 0);
+      uint64_t until = nowMs() + (2000u << attempt);
+      while (obs.registering && !obs.challenged && nowMs() < until) {
+        coap.loop();
+        delay(1);
+      }
     }
+    if (!obs.challenged) break;
+    Serial.println("echo repeating registration with the server's Echo value");
   }
+  echo.len = 0;
   if (obs.registering) {
-    Serial.println("observe failed reason=no_answer");
+    Serial.println(obs.challenged ? "observe failed reason=echo_refused" : "observe failed reason=no_answer");
     scheduleRegistration();
   }
 }
@@ -293,7 +368,7 @@ static bool login() {
   size_t len = kiot_login_body(body, sizeof body, USERNAME, PASSWORD);
   snprintf(url, sizeof url, "%s?%s&%s", KIOT_PATH_LOGIN, KIOT_QUERY_LOCAL, KIOT_QUERY_COMPACT);
   Serial.printf("login user=%s\n", USERNAME);
-  if (!request(COAP_POST, url, body, len)) {
+  if (!request(METHOD_POST, url, body, len)) {
     Serial.println("login failed reason=no_answer");
     return false;
   }
@@ -314,7 +389,7 @@ static bool syncClock() {
   static char url[sizeof jwt + 64];
   buildUrl(url, sizeof url, KIOT_PATH_NOW, NULL, true);
   uint64_t sent = nowMs();
-  if (!request(COAP_POST, url, NULL, 0)) {
+  if (!request(METHOD_POST, url, NULL, 0)) {
     Serial.println("clock failed reason=no_answer");
     return false;
   }
@@ -322,7 +397,7 @@ static bool syncClock() {
   int64_t now;
   if ((pending.code >> 5) != 2 || kiot_parse_now(pending.body, pending.len, &now) != KCBOR_OK) {
     sayError("clock failed", pending.code, pending.body, pending.len);
-    if (pending.code == ((4 << 5) | 1) && API_KEY[0] == '\0') needLogin = true;
+    if (pending.code == CODE_UNAUTHORIZED && API_KEY[0] == '\0') needLogin = true;
     return false;
   }
   clockOffsetMs = now - (int64_t)(sent + received) / 2;
@@ -340,13 +415,13 @@ static void report() {
   size_t len = kiot_reading_body(body, sizeof body, &reading);
   buildUrl(url, sizeof url, KIOT_PATH_CREATE, SENSORS, true);
   lastReportMs = nowMs();
-  if (!request(COAP_POST, url, body, len)) {
+  if (!request(METHOD_POST, url, body, len)) {
     Serial.println("report failed reason=no_answer");
     return;
   }
   if ((pending.code >> 5) != 2) {
     sayError("report failed", pending.code, pending.body, pending.len);
-    if (pending.code == ((4 << 5) | 1) && API_KEY[0] == '\0') needLogin = true;
+    if (pending.code == CODE_UNAUTHORIZED && API_KEY[0] == '\0') needLogin = true;
     return;
   }
   char id[64] = "-";
