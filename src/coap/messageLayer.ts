@@ -164,7 +164,7 @@ export class MessageLayer {
     const ours = messageKey(peer.remote, message.messageId);
     if (this.retransmitter.has(ours)) {
       // Verified before the CON's owner hears of it: what it sends next is not held to the budget.
-      if (!reset) peer.verified = true;
+      if (!reset) this.peers.verify(peer);
       peer.lastSeen = now();
       this.retransmitter.settle(ours, reset ? 'reset' : 'acked');
     } else if (reset) {
@@ -211,7 +211,7 @@ export class MessageLayer {
     const check = this.amplification.checkEcho(exchange);
     if (!check.valid) return false;
     exchange.echoValid = true;
-    exchange.peer.verified = true;
+    this.peers.verify(exchange.peer);
     // A later block is served from the stored body (node-coap repeats the Echo value on every block).
     if (!check.withheld || (exchange.block2 !== null && exchange.block2.num > 0)) return false;
     const replay = this.amplification.replay(exchange, exchange.receivedAt);

@@ -91,6 +91,8 @@ export class Peers {
    */
   private readonly table = new Map<string, Peer>();
   private evictedCount = 0;
+  /** Verified peers in the table, counted as they come and go (stats are polled). */
+  private verifiedCount = 0;
 
   constructor(
     private readonly maxPeers: number,
@@ -103,9 +105,14 @@ export class Peers {
   }
 
   get stats(): { peers: number; verified: number; evicted: number } {
-    let verified = 0;
-    for (const peer of this.table.values()) if (peer.verified) verified++;
-    return { peers: this.table.size, verified, evicted: this.evictedCount };
+    return { peers: this.table.size, verified: this.verifiedCount, evicted: this.evictedCount };
+  }
+
+  /** The peer has shown that it receives at its address. */
+  verify(peer: Peer): void {
+    if (peer.verified) return;
+    peer.verified = true;
+    if (this.table.get(peer.key) === peer) this.verifiedCount++;
   }
 
   get(key: string): Peer | undefined {
@@ -136,6 +143,7 @@ export class Peers {
   drop(peer: Peer): void {
     if (this.table.get(peer.key) !== peer) return;
     this.table.delete(peer.key);
+    if (peer.verified) this.verifiedCount--;
     this.onDrop(peer);
   }
 

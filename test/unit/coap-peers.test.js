@@ -25,7 +25,8 @@ test('a full table drops an idle unverified peer before a verified one, and neve
   const dropped = [];
   const peers = new Peers(3, (peer) => dropped.push(peer.key));
   const device = peers.heard(keyOf(source(0)), source(0), 0);
-  device.verified = true;
+  peers.verify(device);
+  assert.equal(peers.stats.verified, 1);
   const busy = peers.heard(keyOf(source(1)), source(1), 1);
   busy.flying(7);
   peers.heard(keyOf(source(2)), source(2), 2);
@@ -37,8 +38,11 @@ test('a full table drops an idle unverified peer before a verified one, and neve
   assert.equal(peers.stats.evicted, 997);
   // With only verified and busy peers left besides, an idle verified one goes before refusing to keep.
   const spare = peers.heard(keyOf(source(5000)), source(5000), 5000);
-  spare.verified = true;
+  peers.verify(spare);
   assert.ok(peers.get(spare.key) === spare);
+  assert.equal(peers.stats.verified, 2, 'verified peers are counted as they come and go');
+  peers.drop(spare);
+  assert.equal(peers.stats.verified, 1);
 });
 
 test('peers that hold nothing are swept after the idle time; busy ones stay', () => {
