@@ -32,6 +32,8 @@ export interface CoapConfig {
   amplification: { factor: number; echoLifetimeMs: number; maxWithheld: number; maxWithheldBytes: number };
   observe: {
     notificationType: 'non' | 'con' | 'as-registered';
+    /** Max-Age (s) of registration answers and notifications; quiet relations get a heartbeat before it runs out. */
+    maxAge: number;
     conEvery: number;
     conIntervalMs: number;
     queueLength: number;
@@ -58,7 +60,7 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4, maxInFlight: 100_000, maxInFlightPerPeer: 16 },
   amplification: { factor: 3, echoLifetimeMs: 60_000, maxWithheld: 10_000, maxWithheldBytes: 4 * 1024 * 1024 },
   observe: {
-    notificationType: 'non', conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000, maxRelationsPerPeer: 64,
+    notificationType: 'non', maxAge: 120, conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000, maxRelationsPerPeer: 64,
   },
 });
 
@@ -155,6 +157,7 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
   },
   observe: {
     notificationType: oneOf('non', 'con', 'as-registered'),
+    maxAge: number(0, 86_400),
     conEvery: number(1, 1_000_000),
     conIntervalMs: number(1000, 86_400_000),
     queueLength: number(1, 100_000),

@@ -17,6 +17,7 @@
 #define BACKOFF_MAX_MS 60000
 #define REQUEST_TIMEOUT_MS 120000 /* libcoap gives up on a CON after ~93 s (RFC 7252 defaults) */
 #define REFRESH_BEFORE_MS 60000   /* log in again this long before the token expires */
+#define DEFAULT_MAX_AGE_S 60      /* RFC 7252 §5.10.5: Max-Age when the option is absent */
 
 typedef enum { OBS_IDLE, OBS_REGISTERING, OBS_ACTIVE, OBS_CANCELLING } obs_state;
 
@@ -41,6 +42,7 @@ static struct {
   uint32_t docs;
   int network_error;
   uint32_t login_backoff_ms;
+  int refreshing; /* the login under way replaces a token about to expire */
 
   /* The one request in flight that the loop waits for. */
   struct {
@@ -62,6 +64,14 @@ static struct {
     uint64_t retry_at;
     uint32_t backoff_ms;
     uint32_t notifications;
+    /* Liveness: when the relation was last heard from, and the Max-Age it then announced. */
+    uint64_t heard_at;
+    uint32_t max_age_s;
+    /* The relation a renewal replaces: kept (its events still count) until the new one is
+     * answered, then deregistered. libcoap puts a token of its own on the wire for every request,
+     * so a renewal cannot reuse the relation's token: it is a new relation. */
+    uint8_t old_token[8];
+    size_t old_token_len;
   } obs;
 } dev;
 
@@ -212,12 +222,13 @@ static void add_path(coap_optlist_t **options, const char *path) {
   }
 }
 
-/* A CON request; its token is copied to token/token_len. NULL if it cannot be built. */
+/* A CON request with token/token_len, or a new token written there when *token_len is 0. NULL if it
+ * cannot be built. */
 static coap_pdu_t *build_request(coap_pdu_code_t method, const char *path, const char *const *queries, size_t query_count,
                                  int observe, const uint8_t *body, size_t body_len, uint8_t *token, size_t *token_len) {
   coap_pdu_t *pdu = coap_new_pdu(COAP_MESSAGE_CON, method, dev.session);
   if (pdu == NULL) return NULL;
-  coap_session_new_token(dev.session, token_len, token);
+  if (*token_len == 0) coap_session_new_token(dev.session, token_len, token);
   coap_optlist_t *options = NULL;
   uint8_t value[4];
   if (observe >= 0) {
@@ -251,6 +262,7 @@ static int request(coap_pdu_code_t method, const char *path, const char *const *
   dev.req.len = 0;
   dev.req.truncated = 0;
   if (dev.session == NULL) return -1;
+  dev.req.token_len = 0;
   coap_pdu_t *pdu = build_request(method, path, queries, query_count, -1, body, body_len, dev.req.token, &dev.req.token_len);
   if (pdu == NULL) {
     say("error request path=%s reason=cannot_build", path);
@@ -355,9 +367,19 @@ static void schedule_registration(void) {
 }
 
 /* GET /api/realtime/subscribe?index=&collection=&jwt=&envelope=compact with Observe: 0. Its
- * answer comes to on_response like the notifications: the loop does not wait for it. */
-static void register_observation(void) {
+ * answer comes to on_response like the notifications: the loop does not wait for it. With
+ * `renew_reason`, an active relation is registered again (after a silence, or with a new JWT):
+ * the old one stays until the new one is answered, then is deregistered (the server keeps the
+ * Kuzzle subscription, which the new relation uses). */
+static void register_observation(const char *renew_reason) {
   const char *queries[] = {q_index, q_commands, q_jwt, KIOT_QUERY_COMPACT};
+  int renew = renew_reason != NULL && dev.obs.state == OBS_ACTIVE && dev.obs.old_token_len == 0;
+  if (renew_reason != NULL && !renew) return; /* a renewal is already on its way */
+  if (renew) {
+    memcpy(dev.obs.old_token, dev.obs.token, dev.obs.token_len);
+    dev.obs.old_token_len = dev.obs.token_len;
+  }
+  dev.obs.token_len = 0;
   coap_pdu_t *pdu = build_request(COAP_REQUEST_CODE_GET, KIOT_PATH_SUBSCRIBE, queries, 4, COAP_OBSERVE_ESTABLISH, NULL, 0,
                                   dev.obs.token, &dev.obs.token_len);
   if (pdu == NULL) {
@@ -365,8 +387,13 @@ static void register_observation(void) {
     schedule_registration();
     return;
   }
-  dev.obs.state = OBS_REGISTERING;
-  say("observe register index=%s collection=%s", dev.cfg->index, dev.cfg->commands);
+  dev.obs.heard_at = mono_ms(); /* one renewal per silence */
+  if (renew) {
+    say("observe renew reason=%s", renew_reason);
+  } else {
+    dev.obs.state = OBS_REGISTERING;
+    say("observe register index=%s collection=%s", dev.cfg->index, dev.cfg->commands);
+  }
   if (coap_send(dev.session, pdu) == COAP_INVALID_MID) {
     say("error observe reason=cannot_send");
     schedule_registration();
@@ -385,6 +412,13 @@ static void apply_period(const kiot_command *command) {
   dev.next_report_ms = dev.last_report_ms + period > now ? dev.last_report_ms + period : now;
 }
 
+/* Deregisters the relation a renewal replaced (if the server still has it; a lost one answers all the same). */
+static void end_old_relation(void) {
+  if (dev.obs.old_token_len == 0) return;
+  coap_binary_t token = {dev.obs.old_token_len, dev.obs.old_token};
+  if (dev.session == NULL || !coap_cancel_observe(dev.session, &token, COAP_MESSAGE_CON)) dev.obs.old_token_len = 0;
+}
+
 static void on_observe(const coap_pdu_t *received, coap_pdu_code_t code, const uint8_t *data, size_t len) {
   coap_opt_iterator_t it;
   coap_opt_t *option = coap_check_option(received, COAP_OPTION_OBSERVE, &it);
@@ -396,15 +430,24 @@ static void on_observe(const coap_pdu_t *received, coap_pdu_code_t code, const u
     return;
   }
   if (is_success(code) && option != NULL) {
-    if (dev.obs.state == OBS_REGISTERING) {
-      kcbor_item root, channel;
-      char name[96] = "-";
-      if (kcbor_init(&root, data, len) == KCBOR_OK && kcbor_map_get(&root, "channel", &channel) == KCBOR_OK) {
-        kcbor_copy_text(&channel, name, sizeof name);
-      }
+    coap_opt_iterator_t max_age_it;
+    coap_opt_t *max_age = coap_check_option(received, COAP_OPTION_MAXAGE, &max_age_it);
+    dev.obs.heard_at = mono_ms();
+    dev.obs.max_age_s = max_age ? coap_decode_var_bytes(coap_opt_value(max_age), coap_opt_length(max_age)) : DEFAULT_MAX_AGE_S;
+    if (code == COAP_RESPONSE_CODE(203)) { /* the server's heartbeat: the relation is alive, nothing happened */
+      say("observe heartbeat seq=%u max_age_s=%" PRIu32, sequence, dev.obs.max_age_s);
+      return;
+    }
+    /* The (re-)registration's answer names the channel; a notification does not. */
+    kcbor_item root, channel;
+    char name[96];
+    if (kcbor_init(&root, data, len) == KCBOR_OK && kcbor_map_get(&root, "channel", &channel) == KCBOR_OK &&
+        kcbor_copy_text(&channel, name, sizeof name) == KCBOR_OK) {
+      say("observe %s seq=%u channel=%s max_age_s=%" PRIu32, dev.obs.old_token_len > 0 ? "renewed" : "registered", sequence,
+          name, dev.obs.max_age_s);
       dev.obs.state = OBS_ACTIVE;
       dev.obs.backoff_ms = BACKOFF_FIRST_MS;
-      say("observe registered seq=%u channel=%s", sequence, name);
+      end_old_relation();
       return;
     }
     kiot_command command;
@@ -442,6 +485,15 @@ static coap_response_t on_response(coap_session_t *session, const coap_pdu_t *se
   size_t len = 0, offset = 0, total = 0;
   if (!coap_get_data_large(received, &len, &data, &offset, &total)) len = 0;
 
+  if (dev.obs.old_token_len > 0 && same_token(token, dev.obs.old_token, dev.obs.old_token_len)) {
+    if (coap_check_option(received, COAP_OPTION_OBSERVE, &(coap_opt_iterator_t){0}) != NULL && dev.obs.state == OBS_ACTIVE) {
+      on_observe(received, code, data, len); /* an event on the old relation while the renewal is on its way */
+    } else {
+      say("observe old relation ended code=%s", code_name(code)); /* its deregistration's answer */
+      dev.obs.old_token_len = 0;
+    }
+    return COAP_RESPONSE_OK;
+  }
   if (dev.obs.state != OBS_IDLE && same_token(token, dev.obs.token, dev.obs.token_len)) {
     on_observe(received, code, data, len);
     return COAP_RESPONSE_OK;
@@ -599,6 +651,9 @@ int kiot_device_run(const kiot_device_config *cfg) {
       }
       dev.need_login = 0;
       dev.login_backoff_ms = BACKOFF_FIRST_MS;
+      /* The relation goes on under the new token: Kuzzle links it instead of the old one, whose expiry would end it. */
+      if (dev.refreshing && dev.obs.state == OBS_ACTIVE) register_observation("token");
+      dev.refreshing = 0;
     }
     if (!dev.clock_synced) {
       if (sync_clock() < 0) idle(1000);
@@ -608,9 +663,14 @@ int kiot_device_run(const kiot_device_config *cfg) {
     if (use_login && dev.jwt_expires_at > 0 && server_now_ms() > dev.jwt_expires_at - REFRESH_BEFORE_MS) {
       say("login refresh reason=token_expires_soon");
       dev.need_login = 1;
+      dev.refreshing = 1;
       continue;
     }
-    if (dev.obs.state == OBS_IDLE && now >= dev.obs.retry_at) register_observation();
+    if (dev.obs.state == OBS_IDLE && now >= dev.obs.retry_at) register_observation(NULL);
+    /* Nothing heard for Max-Age and a margin (the server's retransmissions): the relation may be gone. */
+    if (dev.obs.state == OBS_ACTIVE && now - dev.obs.heard_at > (uint64_t)dev.obs.max_age_s * 1250 + 2000) {
+      register_observation("silent");
+    }
     if (now >= dev.next_report_ms) {
       report();
       /* A fixed rate: the next report is due one period after this one was due. */

@@ -28,6 +28,8 @@ export interface CoapResponse {
 export interface Responder {
   respond(exchange: Exchange, response: CoapResponse): void;
   registerObservation(exchange: Exchange): Observation | null;
+  /** The live relation of the exchange's endpoint and token, if any. */
+  findObservation(exchange: Exchange): Observation | undefined;
   /** Answers 4.01 with an Echo value (RFC 9175): repeated with it, the request comes from a verified peer. */
   challenge(exchange: Exchange): void;
 }
@@ -124,5 +126,18 @@ export class Exchange {
   acceptObservation(): Observation | null {
     this.observation ??= this.responder.registerObservation(this);
     return this.observation;
+  }
+
+  /** The relation this request's token already has at its endpoint (RFC 7641 §4.1 re-registration). */
+  currentObservation(): Observation | undefined {
+    return this.responder.findObservation(this);
+  }
+
+  /**
+   * Answers this re-registration on `relation` (from currentObservation) instead of a new one: a
+   * 2.xx answer carries its next Observe number, anything else ends it.
+   */
+  renewObservation(relation: Observation): void {
+    this.observation = relation;
   }
 }

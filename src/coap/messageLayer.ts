@@ -376,6 +376,11 @@ export class MessageLayer {
     return id;
   }
 
+  /** Stops retransmitting a CON of ours; its owner hears 'cancelled'. */
+  cancelConfirmable(peer: Peer, id: number): void {
+    this.retransmitter.cancel(messageKey(peer.remote, id));
+  }
+
   sendNonConfirmable(peer: Peer, datagram: Buffer): number {
     const id = stamp(datagram, Type.NON, peer.allocateMessageId());
     this.send(datagram, peer.remote);

@@ -4,18 +4,30 @@
  *
  * It owns, per relation, the notification sequence and the choice of CON or
  * NON (RFC 7641 §4.5: NON by default, a CON at least every `conEvery`
- * notifications or `conIntervalMs`, so that dead observers are found), and,
+ * notifications or `conIntervalMs`, so that dead observers are found, each
+ * relation's count starting at a random point so that a channel's relations
+ * do not all send their CON on the same event), liveness (a relation quiet
+ * for most of its Max-Age gets a heartbeat: a CON 2.03 Valid that the device
+ * ACKs, or the relation ends; a device that hears nothing for Max-Age knows
+ * its relation is gone), and,
  * per peer (kept on the Peer, as `observer`), flow control: at most one CON
  * notification in flight, later notifications waiting in a bounded queue whose
  * overflow drops the oldest. It does not own the peers, nor message IDs and
  * retransmission (the message layer, through `NotificationWire`).
  *
- * A relation ends on deregistration (`Observe: 1`), a re-registration of its
- * token, an RST answering one of its notifications, a CON notification that is
- * never acknowledged (then every relation of that endpoint ends: it is
- * unreachable), or by the application. Its owner hears why through `onEnd`.
+ * A relation ends on deregistration (`Observe: 1`), an RST answering one of its
+ * notifications, a CON notification that is never acknowledged (then every
+ * relation of that endpoint ends: it is unreachable), or by the application. Its
+ * owner hears why through `onEnd`.
+ *
+ * Re-registration (RFC 7641 §4.1): the application may answer a registration on
+ * the relation its token already has (Exchange.renewObservation), which keeps its
+ * Observe sequence. A new relation on a token that has one replaces it only once
+ * its own registration is answered: until then events still reach the device on
+ * the old one, and the new one goes on with its Observe numbers.
  */
 import { now } from './clock';
+import { Code, Option } from './constants';
 import type { CoapResponse, Remote } from './exchange';
 import type { Peer } from './peer';
 import type { Outcome } from './retransmission';
@@ -26,6 +38,11 @@ export type NotificationType = 'non' | 'con' | 'as-registered';
 
 export interface ObserveOptions {
   notificationType: NotificationType;
+  /**
+   * Max-Age (s) of registration answers and notifications: a relation quiet for half to three
+   * quarters of it gets a heartbeat. 0: no Max-Age and no heartbeat.
+   */
+  maxAge: number;
   /** With NON notifications: one in this many is sent CON. */
   conEvery: number;
   /** With NON notifications: a CON at least this often. */
@@ -47,9 +64,17 @@ export interface NotificationWire {
     confirmable: boolean,
     onDone: ((outcome: Outcome) => void) | undefined,
   ): number;
+  /** Stops retransmitting a CON notification (its relation ended); its onDone hears 'cancelled'. */
+  cancelNotification(peer: Peer, messageId: number): void;
   /** Whether a CON to this peer can be tracked now (bounds on CONs in flight). */
   canConfirm(peer: Peer): boolean;
 }
+
+/**
+ * The heartbeat: 2.03 Valid (RFC 7641 §4.2, "nothing changed"), with an ETag as 2.03 requires and no
+ * payload, so that a device tells it from an event by its code alone.
+ */
+export const HEARTBEAT: CoapResponse = Object.freeze({ code: Code.VALID, options: [{ number: Option.ETAG, value: Buffer.from('hb') }] });
 
 /** 24-bit Observe sequence numbers (RFC 7641 §3.4). */
 const SEQUENCE_MODULO = 1 << 24;
@@ -57,9 +82,13 @@ const SEQUENCE_MODULO = 1 << 24;
 export class Observation {
   /** Last Observe value used on this relation. */
   sequence = 0;
-  sinceCon = 0;
+  sinceCon: number;
   lastConAt: number;
+  /** When it gets a heartbeat if nothing is sent on it before. */
+  heartbeatAt: number;
   ended = false;
+  /** The relation of the same token that this one replaces once its registration is answered. */
+  replaces: Observation | null = null;
   /** Set by the application: told once, when and why the relation ended. */
   onEnd: ((reason: EndReason) => void) | null = null;
 
@@ -75,8 +104,12 @@ export class Observation {
     /** The block size exponent the registration asked for, if any. */
     readonly szx: number | null,
     at: number,
+    options: ObserveOptions,
   ) {
-    this.lastConAt = at;
+    // Random phases: relations registered together (a channel, devices back after an outage) spread their CONs.
+    this.sinceCon = Math.floor(Math.random() * options.conEvery);
+    this.lastConAt = at - Math.random() * options.conIntervalMs;
+    this.heartbeatAt = at + quietFor(options);
   }
 
   get remote(): Remote {
@@ -111,6 +144,9 @@ const RECENT_NON = 8;
 export class ObserverQueue {
   readonly relations = new Set<Observation>();
   conInFlight = false;
+  /** The relation and message ID of the CON in flight, so that its relation's end stops it. */
+  conRelation: Observation | null = null;
+  conMessageId = -1;
   readonly queue: Pending[] = [];
   /** Ring of the last NON notifications' message IDs and relations, so that an RST ends the right one. */
   readonly recentMessageIds: number[] = new Array(RECENT_NON).fill(-1);
@@ -126,7 +162,7 @@ export class ObserveLayer {
   private readonly relations = new Map<string, Observation>();
   /** Peers with an ObserverQueue, for stats and endAll. */
   private readonly observers = new Set<Peer>();
-  private readonly counters = { notifications: 0, dropped: 0, ended: 0, refusedPerPeer: 0 };
+  private readonly counters = { notifications: 0, heartbeats: 0, dropped: 0, purged: 0, ended: 0, refusedPerPeer: 0 };
 
   constructor(
     private readonly options: ObserveOptions,
@@ -134,7 +170,7 @@ export class ObserveLayer {
   ) {
   }
 
-  get stats(): { relations: number; observers: number; notifications: number; dropped: number; ended: number; refusedPerPeer: number; queued: number } {
+  get stats(): { relations: number; observers: number; notifications: number; heartbeats: number; dropped: number; purged: number; ended: number; refusedPerPeer: number; queued: number } {
     let queued = 0;
     for (const peer of this.observers) queued += peer.observer?.queue.length ?? 0;
     return { relations: this.relations.size, observers: this.observers.size, ...this.counters, queued };
@@ -150,23 +186,33 @@ export class ObserveLayer {
 
   /**
    * Registers a relation; null when the bound on relations, in all or for this peer, is reached.
-   * Replaces a relation of the same token.
+   * A relation of the same token is replaced once the registration is answered (see `registered`).
    */
   register(peer: Peer, token: Buffer, resourceKey: string, confirmable: boolean, szx: number | null, at: number): Observation | null {
     const key = ObserveLayer.keyOf(peer.remote, token);
     const previous = this.relations.get(key);
-    if (previous !== undefined) this.end(previous, 'replaced');
-    if (this.relations.size >= this.options.maxRelations) return null;
-    if ((peer.observer?.relations.size ?? 0) >= this.options.maxRelationsPerPeer) {
+    if (previous === undefined && this.relations.size >= this.options.maxRelations) return null;
+    if ((peer.observer?.relations.size ?? 0) - (previous === undefined ? 0 : 1) >= this.options.maxRelationsPerPeer) {
       this.counters.refusedPerPeer++;
       return null;
     }
-    const relation = new Observation(this, peer, Buffer.from(token), key, resourceKey, confirmable, szx, at);
+    const relation = new Observation(this, peer, Buffer.from(token), key, resourceKey, confirmable, szx, at, this.options);
+    if (previous !== undefined) {
+      relation.replaces = previous;
+      relation.sequence = previous.sequence; // the device sees Observe numbers keep increasing on this token
+    }
     this.relations.set(key, relation);
     peer.observer ??= new ObserverQueue();
     peer.observer.relations.add(relation);
     this.observers.add(peer);
     return relation;
+  }
+
+  /** The registration of `relation` was answered: the relation it replaces, if any, ends now. */
+  registered(relation: Observation): void {
+    const previous = relation.replaces;
+    relation.replaces = null;
+    if (previous !== null) this.end(previous, 'replaced');
   }
 
   /** An RST from a peer: ends the relation whose recent NON notification it answers. */
@@ -189,15 +235,22 @@ export class ObserveLayer {
   end(relation: Observation, reason: EndReason, final?: CoapResponse): void {
     if (relation.ended) return;
     relation.ended = true;
-    this.relations.delete(relation.key);
+    if (this.relations.get(relation.key) === relation) this.relations.delete(relation.key);
     this.counters.ended++;
     const endpoint = relation.peer.observer;
-    if (final !== undefined && endpoint !== null) this.enqueue({ relation, response: final, final: true });
     if (endpoint !== null) {
+      this.purge(endpoint, relation);
+      if (endpoint.conInFlight && endpoint.conRelation === relation) {
+        endpoint.conInFlight = false; // its retransmissions stop too: an ended relation sends nothing more
+        this.wire.cancelNotification(relation.peer, endpoint.conMessageId);
+      }
+      if (final !== undefined) this.enqueue({ relation, response: final, final: true });
       endpoint.relations.delete(relation);
+      this.drain(endpoint);
       this.forgetIfIdle(relation.peer);
     }
     relation.onEnd?.(reason);
+    this.registered(relation); // a relation that ends before its registration is answered takes the one it replaces with it
   }
 
   /** Ends every relation of a peer that is being dropped, without a final notification. */
@@ -210,9 +263,33 @@ export class ObserveLayer {
     this.observers.delete(peer);
   }
 
+  /**
+   * Heartbeats for the relations quiet since their time came (called about once a second): they go
+   * through the peer's queue as CONs, behind anything in flight.
+   */
+  heartbeats(at: number): void {
+    if (this.options.maxAge === 0) return;
+    for (const relation of this.relations.values()) {
+      if (relation.heartbeatAt > at) continue;
+      relation.heartbeatAt = at + quietFor(this.options);
+      this.counters.heartbeats++;
+      this.enqueue({ relation, response: HEARTBEAT, final: false });
+    }
+  }
+
   /** Ends every relation (server closing). */
   endAll(reason: EndReason): void {
     for (const peer of [...this.observers]) this.endPeer(peer, reason);
+  }
+
+  /** An ended relation sends nothing more: its queued notifications go (counted as purged, not dropped). */
+  private purge(endpoint: ObserverQueue, relation: Observation): void {
+    const before = endpoint.queue.length;
+    if (before === 0) return;
+    let kept = 0;
+    for (const item of endpoint.queue) if (item.relation !== relation) endpoint.queue[kept++] = item;
+    endpoint.queue.length = kept;
+    this.counters.purged += before - kept;
   }
 
   private enqueue(item: Pending): void {
@@ -237,8 +314,10 @@ export class ObserveLayer {
     const { relation } = item;
     const at = now();
     // A CON the message layer cannot track now (its bounds on CONs in flight) goes as a NON.
-    const confirmable = (item.final || this.wantsConfirmable(relation, at)) && this.wire.canConfirm(relation.peer);
+    const heartbeat = item.response === HEARTBEAT;
+    const confirmable = (item.final || heartbeat || this.wantsConfirmable(relation, at)) && this.wire.canConfirm(relation.peer);
     const sequence = item.final ? null : relation.nextSequence();
+    relation.heartbeatAt = at + quietFor(this.options);
     if (confirmable) {
       relation.sinceCon = 0;
       relation.lastConAt = at;
@@ -249,7 +328,10 @@ export class ObserveLayer {
     this.counters.notifications++;
     const onDone = confirmable ? (outcome: Outcome): void => this.settled(endpoint, relation, outcome) : undefined;
     const messageId = this.wire.sendNotification(relation, item.response, sequence, confirmable, onDone);
-    if (!confirmable) {
+    if (confirmable) {
+      endpoint.conRelation = relation;
+      endpoint.conMessageId = messageId;
+    } else {
       endpoint.recentMessageIds[endpoint.recentNext] = messageId;
       endpoint.recentRelations[endpoint.recentNext] = relation;
       endpoint.recentNext = (endpoint.recentNext + 1) % RECENT_NON;
@@ -271,10 +353,15 @@ export class ObserveLayer {
       for (const other of [...endpoint.relations]) this.end(other, 'timeout');
     }
     if (outcome === 'cancelled') return;
+    this.drain(endpoint);
+    this.forgetIfIdle(relation.peer);
+  }
+
+  /** Sends queued notifications until one is a CON (it waits for that one's ACK). */
+  private drain(endpoint: ObserverQueue): void {
     while (!endpoint.conInFlight && endpoint.queue.length > 0) {
       this.send(endpoint, endpoint.queue.shift() as Pending);
     }
-    this.forgetIfIdle(relation.peer);
   }
 
   private forgetIfIdle(peer: Peer): void {
@@ -282,4 +369,9 @@ export class ObserveLayer {
     peer.observer = null;
     this.observers.delete(peer);
   }
+}
+
+/** How long a relation may stay quiet before its heartbeat: half to three quarters of Max-Age, at random. */
+function quietFor(options: ObserveOptions): number {
+  return options.maxAge * 1000 * (0.5 + 0.25 * Math.random());
 }

@@ -24,7 +24,7 @@ import { Option, Type } from './constants';
 import type { DeduplicationLimits } from './deduplication';
 import type { CoapResponse, Exchange, Responder } from './exchange';
 import type { Link } from './linkFormat';
-import { encodeMessage, encodeUint, withOption } from './message';
+import { CoapOption, encodeMessage, encodeUint, withOption } from './message';
 import { ErrorFormatter, MessageLayer, TransportLogger } from './messageLayer';
 import { NotificationWire, Observation, ObserveLayer, ObserveOptions } from './observe';
 import type { Peer } from './peer';
@@ -73,6 +73,8 @@ export class CoapServer implements Responder, NotificationWire {
   private readonly blocks: BlockwiseLayer;
   private readonly resources: ResourceLayer;
   private readonly observers: ObserveLayer;
+  /** The Max-Age option value of registration answers and notifications; null when off. */
+  private readonly maxAge: Buffer | null;
   private readonly counters = { receiveErrors: 0, tickErrors: 0 };
 
   constructor(
@@ -82,6 +84,7 @@ export class CoapServer implements Responder, NotificationWire {
     formatError: ErrorFormatter = diagnosticError,
   ) {
     this.observers = new ObserveLayer(options.observe, this);
+    this.maxAge = options.observe.maxAge === 0 ? null : encodeUint(options.observe.maxAge);
     this.message = new MessageLayer(options, {
       request: (exchange) => this.blocks.request(exchange),
       reset: (peer, messageId) => this.observers.reset(peer, messageId),
@@ -172,8 +175,9 @@ export class CoapServer implements Responder, NotificationWire {
     const relation = exchange.observation;
     if (relation !== null) {
       // A relation is established by a 2.xx answer only (RFC 7641 §3.2).
-      if (response.code >> 5 === 2 && !relation.ended) extra = withOption(extra, Option.OBSERVE, encodeUint(relation.nextSequence()));
+      if (response.code >> 5 === 2 && !relation.ended) extra = this.observing(extra, relation.nextSequence());
       else this.observers.end(relation, 'ended');
+      this.observers.registered(relation);
     }
     this.blocks.answer(exchange, response, extra);
   }
@@ -189,12 +193,26 @@ export class CoapServer implements Responder, NotificationWire {
     return this.observers.register(exchange.peer, exchange.token, exchange.resourceKey, exchange.confirmable, szx, exchange.receivedAt);
   }
 
+  /** The options of a registration answer or notification: its Observe number and the relation's Max-Age. */
+  private observing(options: readonly CoapOption[], sequence: number): readonly CoapOption[] {
+    const observing = withOption(options, Option.OBSERVE, encodeUint(sequence));
+    return this.maxAge === null ? observing : withOption(observing, Option.MAX_AGE, this.maxAge);
+  }
+
+  findObservation(exchange: Exchange): Observation | undefined {
+    return this.observers.find(exchange.remote, exchange.token);
+  }
+
   sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: ((outcome: Outcome) => void) | undefined): number {
-    const extra = sequence === null ? response.options ?? [] : withOption(response.options ?? [], Option.OBSERVE, encodeUint(sequence));
+    const extra = sequence === null ? response.options ?? [] : this.observing(response.options ?? [], sequence);
     const { code, options, payload } = this.blocks.notification(response, extra, relation, relation.szx);
     const datagram = encodeMessage(confirmable ? Type.CON : Type.NON, code, 0, relation.token, options, payload);
     if (confirmable) return this.message.sendConfirmable(relation.peer, datagram, onDone);
     return this.message.sendNonConfirmable(relation.peer, datagram);
+  }
+
+  cancelNotification(peer: Peer, messageId: number): void {
+    this.message.cancelConfirmable(peer, messageId);
   }
 
   canConfirm(peer: Peer): boolean {
@@ -211,6 +229,7 @@ export class CoapServer implements Responder, NotificationWire {
       if (at - this.lastSweep >= SWEEP_EVERY_MS) {
         this.lastSweep = at;
         this.message.sweep(at);
+        this.observers.heartbeats(at);
         this.blocks.sweep(at);
         this.reportDrops();
       }

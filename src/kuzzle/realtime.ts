@@ -12,6 +12,7 @@
  */
 import { Code } from '../coap/constants';
 import type { Exchange } from '../coap/exchange';
+import { payloadDigest } from '../coap/message';
 import type { EndReason, Observation } from '../coap/observe';
 import type { Envelope } from '../config';
 import { Channels } from './channels';
@@ -21,6 +22,12 @@ import type { HostLog, KuzzleErrorJson, KuzzleResponse } from './host';
 import { queryArgument } from './requestMapping';
 import { fromKuzzle, pluginError, pluginResult, statusOf } from './responses';
 import { Subscription, Subscriptions } from './subscriptions';
+
+/** What a registration asks for, but the JWT it carries: a refreshed token renews the same relation. */
+function identityOf(exchange: Exchange): string {
+  const query = exchange.query.filter((item) => !item.startsWith('jwt='));
+  return `${exchange.method}|${exchange.path.join('/')}|${query.join('&')}|${payloadDigest(exchange.payload)}`;
+}
 
 /** The channel on which Kuzzle notifies a connection of its own events (TokenExpired). */
 const SERVER_CHANNEL = 'kuzzle:notification:server';
@@ -57,14 +64,22 @@ export class Realtime {
     return this.subscriptions.hasRelations(connectionId);
   }
 
-  /** `Observe: 0` on /api/realtime/subscribe: subscribe in Kuzzle, then bind the relation to the channel. */
+  /**
+   * `Observe: 0` on /api/realtime/subscribe: subscribe in Kuzzle, then bind the relation to the
+   * channel. A re-registration of the same request on the same token subscribes again (Kuzzle keeps
+   * one subscription per connection and room, and checks the token's rights again) and keeps the
+   * relation.
+   */
   subscribe(exchange: Exchange, endpoint: Endpoint, data: Record<string, unknown>, format: number, envelope: Envelope): void {
-    const relation = this.acceptObservation(exchange, format, envelope);
+    const renewed = this.renewal(exchange, endpoint);
+    const relation = renewed?.relation ?? this.acceptObservation(exchange, format, envelope);
     if (relation === null) return;
     data.body ??= {}; // GET carries no filter: the whole collection
     this.inOrder(endpoint, data, (response: KuzzleResponse) => {
       const room = this.subscribed(response);
-      if (room !== null) this.bind(relation, endpoint, room.channel, room.roomId, format, envelope, data.jwt as string | undefined);
+      const jwt = data.jwt as string | undefined;
+      if (room !== null && renewed !== undefined) renewed.jwt = jwt;
+      else if (room !== null) this.bind(relation, endpoint, room.channel, room.roomId, format, envelope, jwt, identityOf(exchange));
       exchange.respond(fromKuzzle(response, envelope, format));
     });
   }
@@ -77,10 +92,31 @@ export class Realtime {
         `this device has not subscribed to channel ${channel}: POST /api/realtime/subscribe first`, envelope, format));
       return;
     }
-    const relation = this.acceptObservation(exchange, format, envelope);
-    if (relation === null) return;
-    this.bind(relation, endpoint, channel, roomId, format, envelope, queryArgument(exchange.query, 'jwt') ?? endpoint.session?.jwt);
+    const jwt = queryArgument(exchange.query, 'jwt') ?? endpoint.session?.jwt;
+    const renewed = this.renewal(exchange, endpoint);
+    if (renewed !== undefined) {
+      renewed.jwt = jwt;
+    } else {
+      const relation = this.acceptObservation(exchange, format, envelope);
+      if (relation === null) return;
+      this.bind(relation, endpoint, channel, roomId, format, envelope, jwt, identityOf(exchange));
+    }
     exchange.respond(pluginResult({ roomId, channel }, envelope, format));
+  }
+
+  /**
+   * The subscription a re-registration renews: the relation its token already has asks the same
+   * (RFC 7641 §4.1); it then answers on that relation. Undefined for a new registration, or one
+   * that asks for something else (a new relation replaces the old one once answered).
+   */
+  private renewal(exchange: Exchange, endpoint: Endpoint): Subscription | undefined {
+    const previous = exchange.currentObservation();
+    const subscription = previous === undefined ? undefined : this.subscriptions.ofRelation(previous);
+    if (subscription === undefined || subscription.connectionId !== endpoint.connection.id || subscription.identity !== identityOf(exchange)) {
+      return undefined;
+    }
+    exchange.renewObservation(subscription.relation);
+    return subscription;
   }
 
   /** Remembers the room of the channel a realtime:subscribe answer names; null for a failed one. */
@@ -140,9 +176,9 @@ export class Realtime {
     return relation;
   }
 
-  private bind(relation: Observation, endpoint: Endpoint, channel: string, roomId: string, format: number, envelope: Envelope, jwt: string | undefined): void {
+  private bind(relation: Observation, endpoint: Endpoint, channel: string, roomId: string, format: number, envelope: Envelope, jwt: string | undefined, identity: string): void {
     const subscription: Subscription = {
-      relation, connectionId: endpoint.connection.id, channel, roomId, format, envelope, jwt, endedByKuzzle: false,
+      relation, connectionId: endpoint.connection.id, channel, roomId, format, envelope, identity, jwt, endedByKuzzle: false,
     };
     if (relation.ended) {
       // Deregistered while Kuzzle was subscribing: undo the subscription.
@@ -171,20 +207,30 @@ export class Realtime {
     if (this.channels.membersOf(channel).size === 0 && !this.subscriptions.hasChannel(channel)) this.roomOfChannel.delete(channel);
   }
 
-  /** Runs a realtime request after the connection's previous ones have answered. */
-  private inOrder(endpoint: Endpoint, data: Record<string, unknown>, callback: (response: KuzzleResponse) => void): void {
+  /**
+   * Runs a realtime request after the connection's previous ones have answered; `wanted`, asked
+   * when its turn comes, may still call it off.
+   */
+  private inOrder(endpoint: Endpoint, data: Record<string, unknown>, callback: (response: KuzzleResponse) => void, wanted?: () => boolean): void {
     const id = endpoint.connection.id;
+    const next = (): void => {
+      const queue = this.serial.get(id) as Array<() => void>;
+      queue.shift();
+      if (queue.length > 0) queue[0]();
+      else this.serial.delete(id);
+    };
     const answered = (response: KuzzleResponse): void => {
       try {
         callback(response);
       } finally {
-        const queue = this.serial.get(id) as Array<() => void>;
-        queue.shift();
-        if (queue.length > 0) queue[0]();
-        else this.serial.delete(id);
+        next();
       }
     };
     const run = (): void => {
+      if (wanted !== undefined && !wanted()) {
+        next();
+        return;
+      }
       try {
         this.execute(data, endpoint.connection, answered);
       } catch (error) {
@@ -202,8 +248,12 @@ export class Realtime {
     }
   }
 
+  /**
+   * Unsubscribes the room of an ended relation, unless another relation of the connection uses it
+   * when its turn comes: a registration of the same room that was queued before (its relation is
+   * bound once Kuzzle answers) keeps it.
+   */
   private unsubscribe(subscription: Subscription): void {
-    if (this.subscriptions.roomInUse(subscription.connectionId, subscription.roomId)) return;
     const endpoint = this.endpoints.byConnection(subscription.connectionId);
     if (endpoint === undefined) return; // the connection is gone, and its subscriptions with it
     const data: Record<string, unknown> = { controller: 'realtime', action: 'unsubscribe', body: { roomId: subscription.roomId } };
@@ -212,6 +262,6 @@ export class Realtime {
       if (response.status !== 200) {
         this.log.debug(`[${this.protocol}] unsubscribe of room ${subscription.roomId} answered ${response.status}`);
       }
-    });
+    }, () => !this.subscriptions.roomInUse(subscription.connectionId, subscription.roomId));
   }
 }

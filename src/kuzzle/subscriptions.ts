@@ -18,8 +18,13 @@ export interface Subscription {
   readonly roomId: string;
   readonly format: number;
   readonly envelope: Envelope;
-  /** The token the subscription was made with: its relation's end unsubscribes with the same rights. */
-  readonly jwt: string | undefined;
+  /**
+   * What the registration asked for (method, path, query but the JWT, body): a re-registration
+   * on the same token that asks the same keeps the relation (RFC 7641 §4.1).
+   */
+  readonly identity: string;
+  /** The token of the last (re-)registration: its relation's end unsubscribes with the same rights. */
+  jwt: string | undefined;
   /** Kuzzle already dropped the subscription (leaveChannel, expired token, removed connection). */
   endedByKuzzle: boolean;
 }
@@ -37,6 +42,7 @@ export function notificationBody(payload: Record<string, unknown>, channel: stri
 export class Subscriptions {
   private readonly byChannel = new Map<string, Set<Subscription>>();
   private readonly byConnection = new Map<string, Set<Subscription>>();
+  private readonly byRelation = new Map<Observation, Subscription>();
   private notifications = 0;
 
   get stats(): { subscriptions: number; channels: number; notifications: number } {
@@ -52,11 +58,17 @@ export class Subscriptions {
   add(subscription: Subscription): void {
     addTo(this.byChannel, subscription.channel, subscription);
     addTo(this.byConnection, subscription.connectionId, subscription);
+    this.byRelation.set(subscription.relation, subscription);
   }
 
   remove(subscription: Subscription): void {
     removeFrom(this.byChannel, subscription.channel, subscription);
     removeFrom(this.byConnection, subscription.connectionId, subscription);
+    this.byRelation.delete(subscription.relation);
+  }
+
+  ofRelation(relation: Observation): Subscription | undefined {
+    return this.byRelation.get(relation);
   }
 
   hasRelations(connectionId: string): boolean {

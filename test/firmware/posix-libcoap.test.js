@@ -18,6 +18,9 @@ const binary = process.env.KUZZLE_SENSOR_BINARY || path.join(exampleDir, 'build'
 const SENSOR = { username: 'sensor-1', password: 'Sensor-Secret-1' };
 const ADMIN = { username: 'admin', password: 'Admin-Secret-1' };
 const INDEX = 'iot';
+// A short Max-Age, so that the device's silence rule (1.25 × Max-Age + 2 s) acts within the test.
+const MAX_AGE_S = 6;
+const COAP = { observe: { maxAge: MAX_AGE_S } };
 
 let host;
 let adminJwt;
@@ -130,7 +133,12 @@ before(async () => {
   if (built.error?.code === 'ENOENT') throw new Error('make is missing: apt-get install make gcc libcoap3-dev pkg-config');
   assert.equal(built.status, 0, `make failed:\n${built.stdout}${built.stderr}`);
 
-  host = await startKuzzleHost({});
+  host = await startKuzzleHost({ coap: COAP });
+  await provision();
+});
+
+/** The sensor user and role, the admin, the index and its collections, on a fresh Kuzzle. */
+async function provision() {
   // While no admin exists, anonymous has every right: set up a least-privilege sensor user,
   // then the first admin (reset: true takes the rights away from anonymous and default).
   await api({
@@ -164,7 +172,7 @@ before(async () => {
     body: { mappings: { properties: { temperature: { type: 'float' }, humidity: { type: 'integer' }, uptime: { type: 'long' }, ts: { type: 'date', format: 'epoch_millis' } } } },
   });
   await api({ controller: 'collection', action: 'create', index: INDEX, collection: 'commands' });
-});
+}
 
 after(async () => {
   for (const device of devices) device.kill('SIGKILL');
@@ -194,7 +202,7 @@ test('logs in, observes commands and creates sensor documents with CBOR bodies e
   device = new Device(['-u', SENSOR.username, '-t', '500', '-T', '120'], { KUZZLE_PASSWORD: SENSOR.password });
   await device.waitFor(/^login ok user=sensor-1 expires_at=\d+ jwt_bytes=\d+$/);
   await device.waitFor(/^clock now=\d+ rtt_ms=\d+$/);
-  await device.waitFor(/^observe registered seq=\d+ channel=\S+$/);
+  await device.waitFor(/^observe registered seq=\d+ channel=\S+ max_age_s=6$/);
   await device.waitFor(/^report sent n=6 /, { timeoutMs: 20000 });
 
   const printed = new Map(device.matches(
@@ -333,4 +341,62 @@ test('wrong credentials: the device says why and keeps retrying until --max-time
   assert.ok(wrong.matches(/^login failed code=4\.01 id=\S+ message=".+"$/).length >= 2, wrong.output());
   assert.equal(wrong.matches(/^report sent /).length, 0);
   assert.ok(wrong.matches(/^exit reason=max_time docs=0 /).length === 1, wrong.output());
+});
+
+test(`a quiet relation: the device hears a 2.03 heartbeat at least every Max-Age (${MAX_AGE_S} s) and keeps one relation`, async () => {
+  const quiet = new Device(['-u', SENSOR.username, '-t', '60000', '-T', '60'], { KUZZLE_PASSWORD: SENSOR.password });
+  const registered = await quiet.waitFor(/^observe registered seq=(\d+) /);
+  const first = await quiet.waitFor(/^observe heartbeat seq=(\d+) max_age_s=6$/, { from: registered.index, timeoutMs: MAX_AGE_S * 1000 + 2000 });
+  const second = await quiet.waitFor(/^observe heartbeat seq=(\d+) /, { from: first.index + 1, timeoutMs: MAX_AGE_S * 1000 + 2000 });
+  assert.ok(Number(second.match[1]) > Number(first.match[1]) && Number(first.match[1]) > Number(registered.match[1]), 'Observe numbers go on');
+  assert.equal(quiet.matches(/^observe renew /).length, 0, 'no silence: no renewal');
+  quiet.kill('SIGTERM');
+  await quiet.exited;
+});
+
+test(`Kuzzle frozen for 12 s (no answer, no ICMP, as behind a NAT that lost its mapping): silent for 1.25 × Max-Age + 2 s, the device registers again; the old relation is deregistered, one subscription stays, a command arrives once`, async () => {
+  const frozen = new Device(['-u', SENSOR.username, '-t', '60000', '-T', '120'], { KUZZLE_PASSWORD: SENSOR.password });
+  const registered = await frozen.waitFor(/^observe registered /);
+  await frozen.waitFor(/^observe heartbeat /, { from: registered.index, timeoutMs: MAX_AGE_S * 1000 + 2000 });
+  const from = frozen.lines.length;
+  process.kill(host.kuzzle.pid, 'SIGSTOP');
+  try {
+    await frozen.waitFor(/^observe renew reason=silent$/, { from, timeoutMs: 1.25 * MAX_AGE_S * 1000 + 2000 + 2000 });
+    await sleep(3000);
+  } finally {
+    process.kill(host.kuzzle.pid, 'SIGCONT');
+  }
+  const renewed = await frozen.waitFor(/^observe renewed seq=\d+ /, { from, timeoutMs: 20000 });
+  await frozen.waitFor(/^observe old relation ended code=2\.05$/, { from: renewed.index, timeoutMs: 10000 });
+  const rooms = Object.values((await api({ controller: 'realtime', action: 'list' }))?.[INDEX]?.commands ?? {});
+  assert.deepEqual(rooms, [1], 'one Kuzzle subscription on commands, kept across the renewal');
+  const id = await sendCommand(700);
+  await frozen.waitFor(new RegExp(`^period changed old_ms=60000 new_ms=700 command=${id}$`), { from: renewed.index });
+  await sleep(1000);
+  assert.equal(frozen.matches(new RegExp(`^notification .* id=${id} `), from).length, 1, 'the command arrives once');
+  frozen.kill('SIGTERM');
+  await frozen.exited;
+});
+
+test('Kuzzle killed and started again on the same ports, storage and Redis recreated: within 60 s of its restart the device registers again, reports and gets a command', async () => {
+  const survivor = new Device(['-u', SENSOR.username, '-t', '500', '-T', '180'], { KUZZLE_PASSWORD: SENSOR.password });
+  await survivor.waitFor(/^observe registered /);
+  await survivor.waitFor(/^report sent /);
+  const { httpPort, coapPort } = host;
+  process.kill(host.kuzzle.pid, 'SIGKILL'); // a crash: no final notification tells the device
+  await host.stop();
+  const from = survivor.lines.length;
+  await sleep(2000);
+  host = await startKuzzleHost({ port: httpPort, coap: { ...COAP, port: coapPort } });
+  const restarted = Date.now();
+  await provision();
+  const timeoutMs = 60000 - (Date.now() - restarted);
+  const registered = await survivor.waitFor(/^observe (registered|renewed) seq=\d+ /, { from, timeoutMs });
+  await survivor.waitFor(/^report sent /, { from, timeoutMs: 60000 - (Date.now() - restarted) });
+  const id = await sendCommand(450);
+  await survivor.waitFor(new RegExp(`^period changed old_ms=500 new_ms=450 command=${id}$`), { from: registered.index, timeoutMs: 60000 - (Date.now() - restarted) });
+  // How it found out: its silence rule, or libcoap's errors while Kuzzle was down.
+  assert.ok(survivor.matches(/^(observe renew reason=silent|network error: new session|observe ended )/, from).length > 0, survivor.output());
+  survivor.kill('SIGTERM');
+  await survivor.exited;
 });
