@@ -145,6 +145,15 @@ function render(results, evaluation) {
       ['heap / buffers growth', `${(fl.heapGrowth / 1048576).toFixed(1)} / ${(fl.buffersGrowth / 1048576).toFixed(1)} MB`],
     ]));
   }
+  const h = results.heartbeat;
+  if (h) {
+    out.push(table(`7. Heartbeat: ${h.relations} quiet observe relations, Max-Age ${h.maxAgeS} s, ${h.seconds.toFixed(1)} s measured`, ['measure', 'value'], [
+      ['heartbeats (CON 2.03, each ACKed)', `${h.heartbeats}: ${h.perSecond.toFixed(0)}/s (unpaced: ~${h.expectedPerSecond.toFixed(0)}/s; a device's heartbeats wait behind its CON in flight)`],
+      ['server CPU per heartbeat', `${fmt(h.cpuUsPerHeartbeat, 1)} µs (${(h.cpuShare * 100).toFixed(1)}% of a core)`],
+      [`at the default Max-Age (${h.atDefault.maxAgeS} s)`, `${h.atDefault.consPerSecond.toFixed(0)} CON/s + as many ACKs (${h.atDefault.datagramsPerSecond.toFixed(0)} datagrams/s), ${(h.atDefault.cpuShare * 100).toFixed(2)}% of a core`],
+      ['relations left (none ended)', `${h.relationsLeft} (${h.ended} ended)`],
+    ]));
+  }
   if (evaluation.cpuEfficiency['plugin/limit'] !== null) {
     out.push(`\nBy server CPU time per request (information): plugin/limit ${fixed2(evaluation.cpuEfficiency['plugin/limit'])}, plugin/node-coap ${fixed2(evaluation.cpuEfficiency['plugin/node-coap'])}`);
   }

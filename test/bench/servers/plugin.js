@@ -137,6 +137,8 @@ function heap() {
   const { protocol } = server;
   serve({
     stats: () => protocol.stats(),
+    /** This process' CPU time so far (µs). */
+    cpu: () => process.cpuUsage(),
     heap,
     heapByType,
     profileStart,
