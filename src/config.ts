@@ -37,6 +37,8 @@ export interface CoapConfig {
     conEvery: number;
     conIntervalMs: number;
     queueLength: number;
+    /** NON notifications to a device at most one per round-trip estimate (RFC 7641 §4.5.1). */
+    pacing: boolean;
     maxRelations: number;
     maxRelationsPerPeer: number;
   };
@@ -60,7 +62,7 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4, maxInFlight: 100_000, maxInFlightPerPeer: 16 },
   amplification: { factor: 3, echoLifetimeMs: 60_000, maxWithheld: 10_000, maxWithheldBytes: 4 * 1024 * 1024 },
   observe: {
-    notificationType: 'non', maxAge: 120, conEvery: 20, conIntervalMs: 60_000, queueLength: 100, maxRelations: 100_000, maxRelationsPerPeer: 64,
+    notificationType: 'non', maxAge: 120, conEvery: 20, conIntervalMs: 60_000, queueLength: 100, pacing: true, maxRelations: 100_000, maxRelationsPerPeer: 64,
   },
 });
 
@@ -161,6 +163,7 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
     conEvery: number(1, 1_000_000),
     conIntervalMs: number(1000, 86_400_000),
     queueLength: number(1, 100_000),
+    pacing: boolean,
     maxRelations: number(1, 10_000_000),
     maxRelationsPerPeer: number(1, 10_000_000),
   },

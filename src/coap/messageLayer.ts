@@ -23,7 +23,7 @@ import { CoapResponse, Exchange, Remote, Responder } from './exchange';
 import { CoapMessage, decodeMessage, encodeMessage, withContentFormat, withOption } from './message';
 import { Peer, Peers } from './peer';
 import { readOptions } from './requestOptions';
-import { RetransmissionParameters, Outcome, Retransmitter } from './retransmission';
+import { RetransmissionParameters, OnSettled, Retransmitter } from './retransmission';
 import { unanswerableSource } from './sourceAddress';
 
 export interface TransportLogger {
@@ -165,8 +165,9 @@ export class MessageLayer {
     if (this.retransmitter.has(ours)) {
       // Verified before the CON's owner hears of it: what it sends next is not held to the budget.
       if (!reset) this.peers.verify(peer);
-      peer.lastSeen = now();
-      this.retransmitter.settle(ours, reset ? 'reset' : 'acked');
+      const at = now();
+      peer.lastSeen = at;
+      this.retransmitter.settle(ours, reset ? 'reset' : 'acked', at);
     } else if (reset) {
       this.up.reset(peer, message.messageId);
     }
@@ -366,12 +367,12 @@ export class MessageLayer {
    * Sends a CON to a peer under its next message ID (written into `datagram`) and retransmits it
    * until it is acknowledged, reset or given up after `limit` retransmissions at most.
    */
-  sendConfirmable(peer: Peer, datagram: Buffer, onDone?: (outcome: Outcome) => void, limit = Infinity): number {
+  sendConfirmable(peer: Peer, datagram: Buffer, onDone?: OnSettled, limit = Infinity): number {
     const id = stamp(datagram, Type.CON, peer.allocateMessageId());
     peer.flying(id);
-    this.retransmitter.start(messageKey(peer.remote, id), datagram, peer.remote, now(), (outcome) => {
+    this.retransmitter.start(messageKey(peer.remote, id), datagram, peer.remote, now(), (outcome, rttMs) => {
       peer.landed(id);
-      onDone?.(outcome);
+      onDone?.(outcome, rttMs);
     }, limit);
     return id;
   }

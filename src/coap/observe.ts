@@ -11,8 +11,10 @@
  * ACKs, or the relation ends; a device that hears nothing for Max-Age knows
  * its relation is gone), and,
  * per peer (kept on the Peer, as `observer`), flow control: at most one CON
- * notification in flight, later notifications waiting in a bounded queue whose
- * overflow drops the oldest. It does not own the peers, nor message IDs and
+ * notification in flight, NON notifications paced to one per round-trip
+ * estimate (RFC 7641 §4.5.1; from the peer's CON notifications, and while it
+ * has none the next notification goes CON, which gives one), later
+ * notifications waiting in a bounded queue whose overflow drops the oldest. It does not own the peers, nor message IDs and
  * retransmission (the message layer, through `NotificationWire`).
  *
  * A relation ends on deregistration (`Observe: 1`), an RST answering one of its
@@ -32,6 +34,9 @@ import type { CoapResponse, Remote } from './exchange';
 import type { Peer } from './peer';
 import type { Outcome } from './retransmission';
 
+/** RFC 7641 §4.5.1: without a round-trip estimate, one NON notification per 3 s at most. */
+const NO_RTT_SPACING_MS = 3000;
+
 export type EndReason = 'deregistered' | 'replaced' | 'reset' | 'timeout' | 'ended' | 'dropped' | 'closed';
 
 export type NotificationType = 'non' | 'con' | 'as-registered';
@@ -47,8 +52,10 @@ export interface ObserveOptions {
   conEvery: number;
   /** With NON notifications: a CON at least this often. */
   conIntervalMs: number;
-  /** Notifications waiting per endpoint behind a CON in flight. */
+  /** Notifications waiting per endpoint behind a CON in flight or their NON slot. */
   queueLength: number;
+  /** NON notifications to a peer at most one per round-trip estimate (RFC 7641 §4.5.1). */
+  pacing: boolean;
   maxRelations: number;
   /** Relations one peer may hold: a single source cannot take the whole `maxRelations`. */
   maxRelationsPerPeer: number;
@@ -62,7 +69,7 @@ export interface NotificationWire {
     response: CoapResponse,
     sequence: number | null,
     confirmable: boolean,
-    onDone: ((outcome: Outcome) => void) | undefined,
+    onDone: ((outcome: Outcome, rttMs: number | null) => void) | undefined,
   ): number;
   /** Stops retransmitting a CON notification (its relation ended); its onDone hears 'cancelled'. */
   cancelNotification(peer: Peer, messageId: number): void;
@@ -147,6 +154,10 @@ export class ObserverQueue {
   /** The relation and message ID of the CON in flight, so that its relation's end stops it. */
   conRelation: Observation | null = null;
   conMessageId = -1;
+  /** Smoothed round trip of its CON notifications (RFC 6298's 1/8 gain); null before the first. */
+  rttMs: number | null = null;
+  /** Pacing: no NON notification before this time. */
+  nextNonAt = 0;
   readonly queue: Pending[] = [];
   /** Ring of the last NON notifications' message IDs and relations, so that an RST ends the right one. */
   readonly recentMessageIds: number[] = new Array(RECENT_NON).fill(-1);
@@ -162,6 +173,8 @@ export class ObserveLayer {
   private readonly relations = new Map<string, Observation>();
   /** Peers with an ObserverQueue, for stats and endAll. */
   private readonly observers = new Set<Peer>();
+  /** Peers whose queue waits for their next NON slot (drained by `tick`). */
+  private readonly paced = new Set<Peer>();
   private readonly counters = { notifications: 0, heartbeats: 0, dropped: 0, purged: 0, ended: 0, refusedPerPeer: 0 };
 
   constructor(
@@ -246,7 +259,7 @@ export class ObserveLayer {
       }
       if (final !== undefined) this.enqueue({ relation, response: final, final: true });
       endpoint.relations.delete(relation);
-      this.drain(endpoint);
+      this.drain(relation.peer);
       this.forgetIfIdle(relation.peer);
     }
     relation.onEnd?.(reason);
@@ -292,14 +305,21 @@ export class ObserveLayer {
     this.counters.purged += before - kept;
   }
 
-  private enqueue(item: Pending): void {
-    const endpoint = item.relation.peer.observer;
-    if (endpoint === null) return;
-    if (!endpoint.conInFlight) {
-      this.send(endpoint, item);
-      return;
+  /** Sends what paced queues may send now (called on every transport tick). */
+  tick(at: number): void {
+    for (const peer of this.paced) {
+      const endpoint = peer.observer;
+      if (endpoint === null || endpoint.queue.length === 0) this.paced.delete(peer);
+      else if (at >= endpoint.nextNonAt) this.drain(peer);
     }
+  }
+
+  private enqueue(item: Pending): void {
+    const { peer } = item.relation;
+    const endpoint = peer.observer;
+    if (endpoint === null) return;
     endpoint.queue.push(item);
+    this.drain(peer);
     if (endpoint.queue.length > this.options.queueLength) {
       // The oldest notification goes; a final one never does: it tells the device its relation ended.
       const oldest = endpoint.queue.findIndex((pending) => !pending.final);
@@ -310,12 +330,19 @@ export class ObserveLayer {
     }
   }
 
-  private send(endpoint: ObserverQueue, item: Pending): void {
+  /**
+   * Whether the item goes CON: a final notification, a heartbeat, the periodic CON, or any while
+   * pacing has no round-trip estimate yet. One the message layer cannot track now (its bounds on
+   * CONs in flight) goes as a NON.
+   */
+  private confirmable(endpoint: ObserverQueue, item: Pending, at: number): boolean {
     const { relation } = item;
-    const at = now();
-    // A CON the message layer cannot track now (its bounds on CONs in flight) goes as a NON.
-    const heartbeat = item.response === HEARTBEAT;
-    const confirmable = (item.final || heartbeat || this.wantsConfirmable(relation, at)) && this.wire.canConfirm(relation.peer);
+    const wanted = item.final || item.response === HEARTBEAT || this.wantsConfirmable(relation, at) || (this.options.pacing && endpoint.rttMs === null);
+    return wanted && this.wire.canConfirm(relation.peer);
+  }
+
+  private send(endpoint: ObserverQueue, item: Pending, confirmable: boolean, at: number): void {
+    const { relation } = item;
     const sequence = item.final ? null : relation.nextSequence();
     relation.heartbeatAt = at + quietFor(this.options);
     if (confirmable) {
@@ -324,9 +351,10 @@ export class ObserveLayer {
       endpoint.conInFlight = true;
     } else {
       relation.sinceCon++;
+      if (this.options.pacing) endpoint.nextNonAt = at + (endpoint.rttMs ?? NO_RTT_SPACING_MS);
     }
     this.counters.notifications++;
-    const onDone = confirmable ? (outcome: Outcome): void => this.settled(endpoint, relation, outcome) : undefined;
+    const onDone = confirmable ? (outcome: Outcome, rttMs: number | null): void => this.settled(endpoint, relation, outcome, rttMs) : undefined;
     const messageId = this.wire.sendNotification(relation, item.response, sequence, confirmable, onDone);
     if (confirmable) {
       endpoint.conRelation = relation;
@@ -344,8 +372,9 @@ export class ObserveLayer {
     return relation.sinceCon + 1 >= conEvery || at - relation.lastConAt >= conIntervalMs;
   }
 
-  private settled(endpoint: ObserverQueue, relation: Observation, outcome: Outcome): void {
+  private settled(endpoint: ObserverQueue, relation: Observation, outcome: Outcome, rttMs: number | null): void {
     endpoint.conInFlight = false;
+    if (rttMs !== null) endpoint.rttMs = endpoint.rttMs === null ? rttMs : endpoint.rttMs + (rttMs - endpoint.rttMs) / 8;
     if (outcome === 'reset') this.end(relation, 'reset');
     if (outcome === 'timeout') {
       // The endpoint did not answer MAX_RETRANSMIT times: it is gone, and all its relations with it.
@@ -353,14 +382,27 @@ export class ObserveLayer {
       for (const other of [...endpoint.relations]) this.end(other, 'timeout');
     }
     if (outcome === 'cancelled') return;
-    this.drain(endpoint);
+    this.drain(relation.peer);
     this.forgetIfIdle(relation.peer);
   }
 
-  /** Sends queued notifications until one is a CON (it waits for that one's ACK). */
-  private drain(endpoint: ObserverQueue): void {
+  /**
+   * Sends queued notifications, in order, until one is a CON (it waits for that one's ACK) or a
+   * NON whose slot has not come (the peer waits in `paced`).
+   */
+  private drain(peer: Peer): void {
+    const endpoint = peer.observer;
+    if (endpoint === null) return;
+    const at = now();
     while (!endpoint.conInFlight && endpoint.queue.length > 0) {
-      this.send(endpoint, endpoint.queue.shift() as Pending);
+      const item = endpoint.queue[0];
+      const confirmable = this.confirmable(endpoint, item, at);
+      if (!confirmable && at < endpoint.nextNonAt) {
+        this.paced.add(peer);
+        return;
+      }
+      endpoint.queue.shift();
+      this.send(endpoint, item, confirmable, at);
     }
   }
 

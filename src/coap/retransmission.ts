@@ -7,6 +7,9 @@
  */
 export type Outcome = 'acked' | 'reset' | 'timeout' | 'cancelled';
 
+/** Told once how a CON ended; `rttMs`: its round trip when acknowledged without retransmission (Karn), else null. */
+export type OnSettled = (outcome: Outcome, rttMs: number | null) => void;
+
 export interface Destination {
   readonly address: string;
   readonly port: number;
@@ -15,7 +18,8 @@ export interface Destination {
 interface InFlight {
   readonly datagram: Buffer;
   readonly to: Destination;
-  readonly onDone: ((outcome: Outcome) => void) | undefined;
+  readonly onDone: OnSettled | undefined;
+  readonly sentAt: number;
   retransmissions: number;
   /** At most this many retransmissions (fewer than MAX_RETRANSMIT when a byte budget says so). */
   readonly limit: number;
@@ -53,18 +57,18 @@ export class Retransmitter {
    * Sends a CON message now and keeps it until it is settled. `key` is endpoint + message ID;
    * `limit` caps the retransmissions below MAX_RETRANSMIT.
    */
-  start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: (outcome: Outcome) => void, limit = Infinity): void {
+  start(key: string, datagram: Buffer, to: Destination, now: number, onDone?: OnSettled, limit = Infinity): void {
     const { ackTimeoutMs, ackRandomFactor, maxRetransmit } = this.params;
     const timeoutMs = ackTimeoutMs * (1 + Math.random() * (ackRandomFactor - 1));
     this.inFlight.set(key, {
-      datagram, to, onDone, retransmissions: 0, limit: Math.min(limit, maxRetransmit), timeoutMs, dueAt: now + timeoutMs,
+      datagram, to, onDone, sentAt: now, retransmissions: 0, limit: Math.min(limit, maxRetransmit), timeoutMs, dueAt: now + timeoutMs,
     });
     this.send(datagram, to);
   }
 
-  /** An ACK or RST from the peer for that message ID; false when nothing was waiting for it. */
-  settle(key: string, outcome: 'acked' | 'reset'): boolean {
-    return this.finish(key, outcome);
+  /** An ACK or RST from the peer for that message ID, at `now`; false when nothing was waiting for it. */
+  settle(key: string, outcome: 'acked' | 'reset', now: number): boolean {
+    return this.finish(key, outcome, now);
   }
 
   cancel(key: string): void {
@@ -91,11 +95,12 @@ export class Retransmitter {
     for (const key of [...this.inFlight.keys()]) this.finish(key, 'cancelled');
   }
 
-  private finish(key: string, outcome: Outcome): boolean {
+  private finish(key: string, outcome: Outcome, now?: number): boolean {
     const message = this.inFlight.get(key);
     if (message === undefined) return false;
     this.inFlight.delete(key);
-    message.onDone?.(outcome);
+    const rttMs = outcome === 'acked' && message.retransmissions === 0 && now !== undefined ? now - message.sentAt : null;
+    message.onDone?.(outcome, rttMs);
     return true;
   }
 }

@@ -29,7 +29,7 @@ import { ErrorFormatter, MessageLayer, TransportLogger } from './messageLayer';
 import { NotificationWire, Observation, ObserveLayer, ObserveOptions } from './observe';
 import type { Peer } from './peer';
 import { RequestHandler, ResourceLayer } from './resources';
-import type { Outcome, RetransmissionParameters } from './retransmission';
+import type { OnSettled, RetransmissionParameters } from './retransmission';
 
 export type { ErrorFormatter, TransportLogger } from './messageLayer';
 export type { RequestHandler } from './resources';
@@ -203,7 +203,7 @@ export class CoapServer implements Responder, NotificationWire {
     return this.observers.find(exchange.remote, exchange.token);
   }
 
-  sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: ((outcome: Outcome) => void) | undefined): number {
+  sendNotification(relation: Observation, response: CoapResponse, sequence: number | null, confirmable: boolean, onDone: OnSettled | undefined): number {
     const extra = sequence === null ? response.options ?? [] : this.observing(response.options ?? [], sequence);
     const { code, options, payload } = this.blocks.notification(response, extra, relation, relation.szx);
     const datagram = encodeMessage(confirmable ? Type.CON : Type.NON, code, 0, relation.token, options, payload);
@@ -226,6 +226,7 @@ export class CoapServer implements Responder, NotificationWire {
     try {
       const at = now();
       this.message.tick(at);
+      this.observers.tick(at);
       if (at - this.lastSweep >= SWEEP_EVERY_MS) {
         this.lastSweep = at;
         this.message.sweep(at);

@@ -16,8 +16,8 @@ let double;
 let port;
 const peers = [];
 before(async () => {
-  // NON only, so that no CON waits for its ACK and every notification leaves at once.
-  ({ double, port } = await bootDouble({ coap: { observe: { notificationType: 'non', conEvery: 1_000_000, conIntervalMs: 86_400_000, queueLength: 1000 } } }));
+  // NON only and unpaced, so that no CON waits for its ACK and every notification leaves at once.
+  ({ double, port } = await bootDouble({ coap: { observe: { notificationType: 'non', conEvery: 1_000_000, conIntervalMs: 86_400_000, queueLength: 1000, pacing: false } } }));
   for (const count of RELATIONS) {
     const peer = await rawObserver(port);
     for (let i = 0; i < count; i++) assert.equal((await peer.observe('api/realtime/subscribe', QUERY)).response.code, '2.05');
