@@ -20,6 +20,8 @@ export interface CoapConfig {
   blockSize: number;
   /** The plugin's own cap on request bodies; Kuzzle's server.maxRequestSize applies too. */
   maxRequestSize: number;
+  /** The UDP socket's receive buffer (SO_RCVBUF), capped by the kernel's net.core.rmem_max. */
+  receiveBufferSize: number;
   idleTimeoutMs: number;
   maxConnections: number;
   envelope: Envelope;
@@ -53,6 +55,7 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   maxTokenLength: 32,
   blockSize: 1024,
   maxRequestSize: 1024 * 1024,
+  receiveBufferSize: 4 * 1024 * 1024,
   idleTimeoutMs: 300_000,
   maxConnections: 50_000,
   envelope: 'full',
@@ -138,6 +141,7 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
   maxTokenLength: number(8, 65804),
   blockSize: blockSizeRule,
   maxRequestSize: size(16),
+  receiveBufferSize: size(65536),
   idleTimeoutMs: number(1000, 86_400_000),
   maxConnections: number(1, 10_000_000),
   envelope: oneOf('full', 'compact'),

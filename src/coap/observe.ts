@@ -12,8 +12,9 @@
  * its relation is gone), and,
  * per peer (kept on the Peer, as `observer`), flow control: at most one CON
  * notification in flight, NON notifications paced to one per round-trip
- * estimate (RFC 7641 §4.5.1; from the peer's CON notifications, and while it
- * has none the next notification goes CON, which gives one), later
+ * estimate on average (RFC 7641 §4.5.1: a bucket of PACING_BURST, refilled one
+ * per round trip, estimated from the peer's CON notifications; a peer without
+ * an estimate whose bucket is empty gets a CON, which gives one), later
  * notifications waiting in a bounded queue whose overflow drops the oldest. It does not own the peers, nor message IDs and
  * retransmission (the message layer, through `NotificationWire`).
  *
@@ -36,6 +37,12 @@ import type { Outcome } from './retransmission';
 
 /** RFC 7641 §4.5.1: without a round-trip estimate, one NON notification per 3 s at most. */
 const NO_RTT_SPACING_MS = 3000;
+/**
+ * NON notifications a peer may get back to back before pacing holds the next: fewer than the 6
+ * datagrams of ESP-IDF's default UDP receive queue, and enough that one event per relation to a
+ * device with a few relations is never held.
+ */
+const PACING_BURST = 4;
 
 export type EndReason = 'deregistered' | 'replaced' | 'reset' | 'timeout' | 'ended' | 'dropped' | 'closed';
 
@@ -156,7 +163,10 @@ export class ObserverQueue {
   conMessageId = -1;
   /** Smoothed round trip of its CON notifications (RFC 6298's 1/8 gain); null before the first. */
   rttMs: number | null = null;
-  /** Pacing: no NON notification before this time. */
+  /** Pacing: NON notifications it may get now (a bucket of PACING_BURST, refilled one per round trip), as of `tokensAt`. */
+  tokens = PACING_BURST;
+  tokensAt = 0;
+  /** Pacing: when its bucket holds a whole token again. */
   nextNonAt = 0;
   readonly queue: Pending[] = [];
   /** Ring of the last NON notifications' message IDs and relations, so that an RST ends the right one. */
@@ -337,7 +347,8 @@ export class ObserveLayer {
    */
   private confirmable(endpoint: ObserverQueue, item: Pending, at: number): boolean {
     const { relation } = item;
-    const wanted = item.final || item.response === HEARTBEAT || this.wantsConfirmable(relation, at) || (this.options.pacing && endpoint.rttMs === null);
+    const estimating = this.options.pacing && endpoint.rttMs === null && endpoint.tokens < 1;
+    const wanted = item.final || item.response === HEARTBEAT || this.wantsConfirmable(relation, at) || estimating;
     return wanted && this.wire.canConfirm(relation.peer);
   }
 
@@ -351,7 +362,7 @@ export class ObserveLayer {
       endpoint.conInFlight = true;
     } else {
       relation.sinceCon++;
-      if (this.options.pacing) endpoint.nextNonAt = at + (endpoint.rttMs ?? NO_RTT_SPACING_MS);
+      if (this.options.pacing) endpoint.tokens--;
     }
     this.counters.notifications++;
     const onDone = confirmable ? (outcome: Outcome, rttMs: number | null): void => this.settled(endpoint, relation, outcome, rttMs) : undefined;
@@ -394,10 +405,12 @@ export class ObserveLayer {
     const endpoint = peer.observer;
     if (endpoint === null) return;
     const at = now();
+    if (this.options.pacing) refill(endpoint, at);
     while (!endpoint.conInFlight && endpoint.queue.length > 0) {
       const item = endpoint.queue[0];
       const confirmable = this.confirmable(endpoint, item, at);
-      if (!confirmable && at < endpoint.nextNonAt) {
+      if (!confirmable && this.options.pacing && endpoint.tokens < 1) {
+        endpoint.nextNonAt = at + (1 - endpoint.tokens) * (endpoint.rttMs ?? NO_RTT_SPACING_MS);
         this.paced.add(peer);
         return;
       }
@@ -416,4 +429,11 @@ export class ObserveLayer {
 /** How long a relation may stay quiet before its heartbeat: half to three quarters of Max-Age, at random. */
 function quietFor(options: ObserveOptions): number {
   return options.maxAge * 1000 * (0.5 + 0.25 * Math.random());
+}
+
+/** Adds the tokens earned since `tokensAt`: one per round trip (per 3 s without an estimate), PACING_BURST at most. */
+function refill(endpoint: ObserverQueue, at: number): void {
+  const interval = endpoint.rttMs ?? NO_RTT_SPACING_MS;
+  endpoint.tokens = Math.min(PACING_BURST, endpoint.tokens + (at - endpoint.tokensAt) / Math.max(interval, 0.001));
+  endpoint.tokensAt = at;
 }

@@ -40,6 +40,8 @@ export interface TransportOptions {
   /** How long a CON request may wait for its answer to ride on the ACK. */
   piggybackWindowMs: number;
   maxTokenLength: number;
+  /** SO_RCVBUF of the socket (the kernel caps it at net.core.rmem_max). */
+  receiveBufferSize: number;
   /** Preferred Block2 size (16..1024, a power of two). */
   blockSize: number;
   /** Largest request body, whole or reassembled, in bytes. */
@@ -123,6 +125,8 @@ export class CoapServer implements Responder, NotificationWire {
       socket.once('error', onError);
       socket.bind(port, host, () => {
         socket.off('error', onError);
+        // Room for the ACKs of a channel's CON notifications, which arrive while a broadcast is still being sent.
+        socket.setRecvBufferSize(this.options.receiveBufferSize);
         socket.on('error', (error) => this.log.error(`CoAP socket error: ${error.message}`));
         socket.on('message', (datagram, rinfo) => this.receive(datagram, rinfo));
         this.socket = socket;

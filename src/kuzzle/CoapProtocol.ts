@@ -91,6 +91,7 @@ class CoapProtocol {
         port: config.port,
         piggybackWindowMs: config.piggybackWindowMs,
         maxTokenLength: config.maxTokenLength,
+        receiveBufferSize: config.receiveBufferSize,
         blockSize: config.blockSize,
         maxBodySize: () => maxBody,
         maxPeers: config.maxConnections,
