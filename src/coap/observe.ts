@@ -15,8 +15,9 @@
  * estimate on average (RFC 7641 §4.5.1: a bucket of PACING_BURST, refilled one
  * per round trip, estimated from the peer's CON notifications; a peer without
  * an estimate whose bucket is empty gets a CON, which gives one), later
- * notifications waiting in a bounded queue whose overflow drops the oldest. It does not own the peers, nor message IDs and
- * retransmission (the message layer, through `NotificationWire`).
+ * notifications waiting in a bounded queue whose overflow drops the oldest.
+ * It does not own the peers, nor message IDs and retransmission (the message
+ * layer, through `NotificationWire`).
  *
  * A relation ends on deregistration (`Observe: 1`), an RST answering one of its
  * notifications, a CON notification that is never acknowledged (then every

@@ -71,7 +71,8 @@ export class Realtime {
    * relation.
    */
   subscribe(exchange: Exchange, endpoint: Endpoint, data: Record<string, unknown>, format: number, envelope: Envelope): void {
-    const renewed = this.renewal(exchange, endpoint);
+    const identity = identityOf(exchange);
+    const renewed = this.renewal(exchange, endpoint, identity);
     const relation = renewed?.relation ?? this.acceptObservation(exchange, format, envelope);
     if (relation === null) return;
     data.body ??= {}; // GET carries no filter: the whole collection
@@ -79,7 +80,7 @@ export class Realtime {
       const room = this.subscribed(response);
       const jwt = data.jwt as string | undefined;
       if (room !== null && renewed !== undefined) renewed.jwt = jwt;
-      else if (room !== null) this.bind(relation, endpoint, room.channel, room.roomId, format, envelope, jwt, identityOf(exchange));
+      else if (room !== null) this.bind(relation, endpoint, room.channel, room.roomId, format, envelope, jwt, identity);
       exchange.respond(fromKuzzle(response, envelope, format));
     });
   }
@@ -93,13 +94,14 @@ export class Realtime {
       return;
     }
     const jwt = queryArgument(exchange.query, 'jwt') ?? endpoint.session?.jwt;
-    const renewed = this.renewal(exchange, endpoint);
+    const identity = identityOf(exchange);
+    const renewed = this.renewal(exchange, endpoint, identity);
     if (renewed !== undefined) {
       renewed.jwt = jwt;
     } else {
       const relation = this.acceptObservation(exchange, format, envelope);
       if (relation === null) return;
-      this.bind(relation, endpoint, channel, roomId, format, envelope, jwt, identityOf(exchange));
+      this.bind(relation, endpoint, channel, roomId, format, envelope, jwt, identity);
     }
     exchange.respond(pluginResult({ roomId, channel }, envelope, format));
   }
@@ -109,10 +111,10 @@ export class Realtime {
    * (RFC 7641 §4.1); it then answers on that relation. Undefined for a new registration, or one
    * that asks for something else (a new relation replaces the old one once answered).
    */
-  private renewal(exchange: Exchange, endpoint: Endpoint): Subscription | undefined {
+  private renewal(exchange: Exchange, endpoint: Endpoint, identity: string): Subscription | undefined {
     const previous = exchange.currentObservation();
     const subscription = previous === undefined ? undefined : this.subscriptions.ofRelation(previous);
-    if (subscription === undefined || subscription.connectionId !== endpoint.connection.id || subscription.identity !== identityOf(exchange)) {
+    if (subscription === undefined || subscription.connectionId !== endpoint.connection.id || subscription.identity !== identity) {
       return undefined;
     }
     exchange.renewObservation(subscription.relation);

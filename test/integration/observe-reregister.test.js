@@ -224,3 +224,35 @@ for (const [how, end] of [
     }
   });
 }
+
+test('a device that re-registers its token 200 times, each for another collection, while Kuzzle is slow: bounded by maxRelationsPerPeer (5.03 past it), and one relation and one Kuzzle subscription remain', async () => {
+  const peer = await rawObserver(port);
+  try {
+    const token = Buffer.from('f100d000', 'hex');
+    const subscriptionsBefore = double.protocol.stats().realtime.subscriptions; // earlier tests' devices may leave some
+    const relationsBefore = observeStats().relations;
+    // Kuzzle answers one subscribe per 20 ms, in order: the registrations pile up, each replacing the
+    // previous one once answered. All share the token, and answers past the piggyback window come
+    // separate: every message on the token is an answer (nothing is published).
+    const answers = await withSlow('realtime:subscribe', 20, async () => {
+      for (let i = 0; i < 200; i++) {
+        await peer.send({ method: 'GET', path: SUBSCRIBE, query: ['index=i', `collection=churn-${i}`], token, observe: 0, accept: 50 });
+      }
+      const unique = () => [...new Map(peer.ofToken(token).map((m) => [`${m.type}${m.messageId}`, m])).values()];
+      assert.ok(await waitUntil(() => unique().length >= 200, 15000), `${unique().length} of 200 registrations answered`);
+      return unique();
+    });
+    const refused = answers.filter((m) => m.code === '5.03');
+    assert.ok(refused.length > 0, 'past maxRelationsPerPeer (64) pending replacements, registrations are refused');
+    assert.ok(refused.every((m) => m.body.error.id === 'network.coap.too_many_relations'));
+    assert.ok(answers.every((m) => m.code === '2.05' || m.code === '5.03'), [...new Set(answers.map((m) => m.code))].join(', '));
+    assert.ok(await waitUntil(() => double.protocol.stats().realtime.subscriptions === subscriptionsBefore + 1, 5000), 'one subscription remains');
+    assert.equal(observeStats().relations, relationsBefore + 1);
+    const rooms = [...double.rooms.entries()].filter(([, room]) => room.collection.startsWith('churn-') && room.connections.size > 0);
+    assert.equal(rooms.length, 1, 'one Kuzzle subscription: every replaced one was unsubscribed');
+    const last = answers.findLast((m) => m.code === '2.05');
+    assert.equal(rooms[0][0], last.body.result.roomId, 'the last accepted registration is the one that stays');
+  } finally {
+    await peer.close();
+  }
+});
