@@ -3,13 +3,27 @@
  *
  * The same job and the same CoAP requests as the other examples (firmware-examples/README.md):
  * log in (or use an API key), read the server clock, observe the `commands` collection,
- * create a `sensors` document every period, apply the period a command sets, register the
- * observation again when it ends or when the network comes back. Every step is printed as
- * one line "<event> key=value ...", as the POSIX example prints them.
+ * create a `sensors` document every period, apply the period a command sets. Every step is
+ * printed as one line "<event> key=value ...", as the POSIX example prints them.
  *
- * Written for Zephyr 4.3's coap_client API (response callback taking
- * struct coap_client_response_data, path as an array in struct coap_client_request);
- * see README.md for older versions.
+ * The loop never blocks for long: it waits at most 100 ms for a signal from coap_client's
+ * thread, then handles a finished answer, follows the observation and starts the next step
+ * (login, clock, report) when its time has come. One step's request is in flight at a time;
+ * backoffs are times, not sleeps. coap_client retransmits CON requests itself (prj.conf).
+ *
+ * Liveness, as in common/kiot_libcoap.c: the plugin puts Max-Age on the registration's answer
+ * and on every notification, and sends a quiet relation a 2.03 heartbeat. The relation is
+ * registered again when nothing was heard on it for 1.25 x Max-Age + 2 s ("silent"), after a
+ * new login a minute before the token expires ("token"), when it ends, and on a new socket
+ * (network change). A renewal is a second request: the old one is cancelled locally once the
+ * new one is answered; coap_client answers the old token's next message with RST, and the
+ * server ends that relation at the latest when its next heartbeat goes unacknowledged.
+ *
+ * Written for Zephyr 4.3's coap_client API (struct coap_client_response_data, path and options
+ * as arrays in struct coap_client_request). The path is at most 128 characters there, so the
+ * JWT travels as a Uri-Query option of its own (CONFIG_COAP_EXTENDED_OPTIONS_LEN).
+ * Not verified: it was not built for Zephyr nor run against Kuzzle here, only syntax-checked
+ * against stand-in headers and run on a host against a fake coap_client (README.md).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,46 +38,104 @@
 #include <zephyr/net/socket.h>
 #include <zephyr/sys/printk.h>
 
+#if !defined(CONFIG_COAP_EXTENDED_OPTIONS_LEN)
+#error "CONFIG_COAP_EXTENDED_OPTIONS_LEN=y is needed: the JWT is one long Uri-Query option"
+#endif
+
 #define QUERY_COMPACT "envelope=compact"
 #define PERIOD_MIN_MS 100
 #define PERIOD_MAX_MS 86400000
 #define ANSWER_MAX 1024
-#define JWT_MAX 512
+#define JWT_CAP (CONFIG_COAP_EXTENDED_OPTIONS_LEN_VALUE - 4) /* "jwt=" + token in one option */
+#define LOOP_WAIT_MAX_MS 100
+#define BACKOFF_FIRST_MS 500
+#define BACKOFF_MAX_MS 60000
+#define CLOCK_RETRY_MS 1000
+#define SESSION_RETRY_MS 5000
+#define REQUEST_DEADLINE_MS 120000 /* coap_client gives up on a CON after ~93 s (RFC 7252 defaults) */
+#define REFRESH_BEFORE_MS 60000    /* log in again this long before the token expires */
+#define DEFAULT_MAX_AGE_S 60       /* RFC 7252 §5.10.5: Max-Age when the option is absent */
+
+BUILD_ASSERT(sizeof(CONFIG_KUZZLE_JWT) <= JWT_CAP,
+	     "CONFIG_KUZZLE_JWT is longer than CONFIG_COAP_EXTENDED_OPTIONS_LEN_VALUE - 5");
+BUILD_ASSERT(CONFIG_COAP_CLIENT_MAX_REQUESTS >= 3, "two observations and one request at a time");
+BUILD_ASSERT(CONFIG_COAP_CLIENT_MAX_EXTRA_OPTIONS >= 2, "Observe and the JWT");
 
 static struct coap_client client;
 static int sock = -1;
 static struct sockaddr_in server;
+static int64_t session_retry_at;
 
-/* The one request the main thread waits for, answered in coap_client's thread. */
+/* Wakes the loop: an answer, a relation's news, a network event. */
+static K_SEM_DEFINE(wake, 0, 1);
+
+/* The step whose request is in flight. on_answer (coap_client's thread) fills `answer` only
+ * while it is WAITING, then sets it DONE; the loop reads it and sets it IDLE. */
+enum step { STEP_NONE, STEP_LOGIN, STEP_CLOCK, STEP_REPORT };
+enum { ANSWER_IDLE, ANSWER_WAITING, ANSWER_DONE };
 static struct coap_client_request request;
-static K_SEM_DEFINE(answered, 0, 1);
 static struct {
+	atomic_t state;
 	int16_t code; /* CoAP code (class << 5 | detail), or a negative errno */
 	uint8_t body[ANSWER_MAX];
 	size_t len;
+	int64_t received_at;
 } answer;
+static enum step step;
+static int64_t step_sent_at;
 
-/* The observation of the commands collection. */
-enum { OBS_IDLE, OBS_REGISTERING, OBS_ACTIVE };
-static struct coap_client_request observation;
-static atomic_t obs_state = ATOMIC_INIT(OBS_IDLE);
-static atomic_t obs_failed; /* set by the callback: the main thread schedules a retry */
+/* The observation of the commands collection. Two relations, so that a renewal can be
+ * answered before the relation it replaces is dropped. The callback moves a relation from
+ * REGISTERING to ACTIVE or ENDED (compare-and-swap: the loop may drop it meanwhile), and
+ * records when it was last heard from; the loop decides what to do about it. */
+enum { REL_FREE, REL_REGISTERING, REL_ACTIVE, REL_ENDED };
+struct relation {
+	struct coap_client_request req;
+	bool renewal;       /* written before coap_client_req, read by the callback */
+	atomic_t state;     /* REL_* */
+	atomic_t heard_at;  /* k_uptime_get_32() when it was last heard from */
+	atomic_t max_age_s; /* the Max-Age it then announced */
+};
+static struct relation relations[2];
+static struct relation *current, *renewing; /* the loop's only */
 static int64_t obs_retry_at;
-static uint32_t obs_backoff_ms = 500;
+static uint32_t obs_backoff_ms = BACKOFF_FIRST_MS;
+static bool renew_for_token;
 
-static char jwt[JWT_MAX];
+static char jwt[JWT_CAP];
+static int64_t jwt_expires_at = -1; /* server clock, ms; -1: never */
 static atomic_t need_login;
-static atomic_t period_ms = ATOMIC_INIT(CONFIG_KUZZLE_PERIOD_MS);
+static bool refreshing; /* the login under way replaces a token about to expire */
+static int64_t login_retry_at;
+static uint32_t login_backoff_ms = BACKOFF_FIRST_MS;
+
 static bool clock_synced;
 static int64_t clock_offset_ms; /* server time = k_uptime_get() + offset */
+static int64_t clock_retry_at;
+
+static atomic_t period_ms = ATOMIC_INIT(CONFIG_KUZZLE_PERIOD_MS);
 static uint32_t docs;
 static int64_t next_report_ms, last_report_ms;
+static struct {
+	double temperature;
+	uint32_t humidity;
+	uint64_t uptime, ts;
+	uint8_t body[64];
+	size_t len;
+} reading; /* the report in flight */
 
 static atomic_t network_changed;
-static K_SEM_DEFINE(network_up, 0, 1);
 static struct net_mgmt_event_callback l4_callback;
 
 static bool use_login(void) { return CONFIG_KUZZLE_JWT[0] == '\0'; }
+
+/* Logged in, clock read: reports and the observation can go. */
+static bool ready(void) { return sock >= 0 && !atomic_get(&need_login) && clock_synced; }
+
+static uint32_t next_backoff(uint32_t backoff)
+{
+	return backoff >= BACKOFF_MAX_MS / 2 ? BACKOFF_MAX_MS : backoff * 2;
+}
 
 /* ------------------------------------------------------------------ zcbor */
 
@@ -153,7 +225,7 @@ static size_t encode_reading(uint8_t *buf, size_t cap, double temperature, uint3
 	return ok ? (size_t)(zs->payload - buf) : 0;
 }
 
-/* ------------------------------------------------------------------- CoAP */
+/* --------------------------------------------------------------- requests */
 
 static void print_error(const char *what, int16_t code, const uint8_t *body, size_t len)
 {
@@ -172,9 +244,60 @@ static bool is_success(int16_t code) { return code >= 0 && (code >> 5) == 2; }
 
 static bool is_unauthorized(int16_t code) { return code == COAP_RESPONSE_CODE_UNAUTHORIZED; }
 
+static void on_unauthorized(int16_t code)
+{
+	if (is_unauthorized(code) && use_login()) {
+		atomic_set(&need_login, 1);
+	}
+}
+
+/* A CON request; `cb` answers it. Its path and options are copied by coap_client_req. */
+static void init_request(struct coap_client_request *req, enum coap_method method,
+			 const uint8_t *payload, size_t len, coap_client_response_cb_t cb,
+			 void *user_data)
+{
+	memset(req, 0, sizeof(*req));
+	req->method = method;
+	req->confirmable = true;
+	req->fmt = COAP_CONTENT_FORMAT_APP_CBOR;
+	req->payload = payload;
+	req->len = len;
+	req->cb = cb;
+	req->user_data = user_data;
+}
+
+/* Writes "api/...?query" into the request; false if it is over CONFIG_COAP_CLIENT_MAX_PATH_LENGTH. */
+static bool set_path(struct coap_client_request *req, const char *format, ...)
+{
+	va_list args;
+
+	va_start(args, format);
+	int len = vsnprintk(req->path, sizeof(req->path), format, args);
+
+	va_end(args);
+	if (len < 0 || (size_t)len >= sizeof(req->path)) {
+		printk("error request reason=path_too_long max=%u\n", (unsigned)sizeof(req->path) - 1);
+		return false;
+	}
+	return true;
+}
+
+/* "jwt=<token>" as a Uri-Query option: it always fits (JWT_CAP). */
+static void add_jwt(struct coap_client_request *req)
+{
+	struct coap_client_option *option = &req->options[req->num_options++];
+
+	option->code = COAP_OPTION_URI_QUERY;
+	option->len = (uint16_t)snprintk((char *)option->value, sizeof(option->value), "jwt=%s", jwt);
+}
+
+/* coap_client's thread: keeps the answer of the step in flight, then wakes the loop. */
 static void on_answer(const struct coap_client_response_data *data, void *user_data)
 {
 	ARG_UNUSED(user_data);
+	if (atomic_get(&answer.state) != ANSWER_WAITING) {
+		return; /* given up by the loop (deadline, new session) */
+	}
 	if (data->offset == 0) {
 		answer.len = 0;
 	}
@@ -183,40 +306,46 @@ static void on_answer(const struct coap_client_response_data *data, void *user_d
 		memcpy(answer.body + data->offset, data->payload, data->payload_len);
 		answer.len = data->offset + data->payload_len;
 	}
-	if (data->last_block) {
-		k_sem_give(&answered);
+	if (data->result_code < 0 || data->last_block) {
+		answer.received_at = k_uptime_get();
+		if (atomic_cas(&answer.state, ANSWER_WAITING, ANSWER_DONE)) {
+			k_sem_give(&wake);
+		}
 	}
 }
 
-/* A CON request, waited for. path_format builds "api/...?query" into the request's path. */
-static int send_request(enum coap_method method, const uint8_t *payload, size_t len,
-			const char *path_format, ...)
+/* Sends `request` for `next`; its answer, or failure, comes back through the loop. */
+static void send_step(enum step next, bool built)
 {
-	va_list args;
+	int rc = -EMSGSIZE;
 
-	memset(&request, 0, sizeof(request));
-	request.method = method;
-	request.confirmable = true;
-	va_start(args, path_format);
-	vsnprintk(request.path, sizeof(request.path), path_format, args);
-	va_end(args);
-	request.fmt = COAP_CONTENT_FORMAT_APP_CBOR;
-	request.payload = payload;
-	request.len = len;
-	request.cb = on_answer;
-	k_sem_reset(&answered);
-	int rc = coap_client_req(&client, sock, (struct sockaddr *)&server, &request, NULL);
-
+	step = next;
+	step_sent_at = k_uptime_get();
+	atomic_set(&answer.state, ANSWER_WAITING);
+	if (built) {
+		rc = coap_client_req(&client, sock, (struct sockaddr *)&server, &request, NULL);
+	}
 	if (rc < 0) {
 		answer.code = (int16_t)rc;
-		return rc;
+		answer.len = 0;
+		atomic_set(&answer.state, ANSWER_DONE);
 	}
-	if (k_sem_take(&answered, K_SECONDS(120)) != 0) {
-		answer.code = -ETIMEDOUT;
-		return -ETIMEDOUT;
-	}
-	return answer.code < 0 ? answer.code : 0;
 }
+
+/* coap_client ends a CON on its own (~93 s); this guards against one it would never end. */
+static void check_deadline(int64_t now)
+{
+	if (step == STEP_NONE || now - step_sent_at < REQUEST_DEADLINE_MS ||
+	    !atomic_cas(&answer.state, ANSWER_WAITING, ANSWER_IDLE)) {
+		return;
+	}
+	coap_client_cancel_request(&client, &request); /* returns once no callback runs */
+	answer.code = -ETIMEDOUT;
+	answer.len = 0;
+	atomic_set(&answer.state, ANSWER_DONE);
+}
+
+/* ------------------------------------------------------------ observation */
 
 static void apply_period(int64_t period, const char *id)
 {
@@ -230,170 +359,396 @@ static void apply_period(int64_t period, const char *id)
 	atomic_set(&period_ms, (atomic_val_t)period);
 }
 
-/* The registration's answer, the notifications and the final answer (coap_client's thread). */
-static void on_observation(const struct coap_client_response_data *data, void *user_data)
+static void notification(int seq, const uint8_t *payload, size_t len)
 {
-	ARG_UNUSED(user_data);
-	int observe = data->packet ? coap_get_option_int(data->packet, COAP_OPTION_OBSERVE) : -ENOENT;
-	bool registering = atomic_get(&obs_state) == OBS_REGISTERING;
+	char action[16] = "-", id[48] = "-";
+	int64_t period;
 
-	if (is_success(data->result_code) && observe >= 0) {
-		if (registering) {
-			atomic_set(&obs_state, OBS_ACTIVE);
-			printk("observe registered seq=%d\n", observe);
-			return;
-		}
-		char action[16] = "-", id[48] = "-";
-		int64_t period;
-
-		cbor_text(data->payload, data->payload_len, "action", action, sizeof(action));
-		cbor_text(data->payload, data->payload_len, "result._id", id, sizeof(id));
-		if (cbor_int(data->payload, data->payload_len, "result._source.period", &period) &&
-		    period >= PERIOD_MIN_MS && period <= PERIOD_MAX_MS) {
-			printk("notification seq=%d action=%s id=%s period_ms=%lld\n", observe, action, id,
-			       (long long)period);
-			apply_period(period, id);
-		} else {
-			printk("notification seq=%d action=%s id=%s period_ms=none\n", observe, action, id);
-		}
-		return;
+	cbor_text(payload, len, "action", action, sizeof(action));
+	cbor_text(payload, len, "result._id", id, sizeof(id));
+	if (cbor_int(payload, len, "result._source.period", &period) && period >= PERIOD_MIN_MS &&
+	    period <= PERIOD_MAX_MS) {
+		printk("notification seq=%d action=%s id=%s period_ms=%lld\n", seq, action, id,
+		       (long long)period);
+		apply_period(period, id);
+	} else {
+		printk("notification seq=%d action=%s id=%s period_ms=none\n", seq, action, id);
 	}
-	print_error(registering ? "observe failed" : "observe ended", data->result_code, data->payload,
-		    data->payload_len);
-	if (is_unauthorized(data->result_code) && use_login()) {
-		atomic_set(&need_login, 1);
-	}
-	atomic_set(&obs_state, OBS_IDLE);
-	atomic_set(&obs_failed, 1);
 }
 
-/* GET /api/realtime/subscribe?index=&collection=&jwt=&envelope=compact with Observe: 0. */
-static void register_observation(void)
+/* Liveness: the relation is heard from now, with the Max-Age it announces. */
+static uint32_t heard(struct relation *rel, const struct coap_packet *packet)
 {
-	memset(&observation, 0, sizeof(observation));
-	observation.method = COAP_METHOD_GET;
-	observation.confirmable = true;
-	snprintk(observation.path, sizeof(observation.path),
-		 "api/realtime/subscribe?index=%s&collection=%s&jwt=%s&" QUERY_COMPACT,
-		 CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_COMMANDS, jwt);
-	observation.options[0].code = COAP_OPTION_OBSERVE;
-	observation.options[0].len = 0; /* Observe: 0 (register) is the empty value */
-	observation.num_options = 1;
-	observation.cb = on_observation;
-	printk("observe register index=%s collection=%s\n", CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_COMMANDS);
-	atomic_set(&obs_state, OBS_REGISTERING);
-	if (coap_client_req(&client, sock, (struct sockaddr *)&server, &observation, NULL) < 0) {
-		printk("error observe reason=cannot_send\n");
-		atomic_set(&obs_state, OBS_IDLE);
-		atomic_set(&obs_failed, 1);
+	int max_age = coap_get_option_int(packet, COAP_OPTION_MAX_AGE);
+	uint32_t max_age_s = max_age >= 0 ? (uint32_t)max_age : DEFAULT_MAX_AGE_S;
+
+	atomic_set(&rel->max_age_s, (atomic_val_t)max_age_s);
+	atomic_set(&rel->heard_at, (atomic_val_t)k_uptime_get_32());
+	return max_age_s;
+}
+
+static void registered(struct relation *rel, int seq, const struct coap_client_response_data *data,
+		       uint32_t max_age_s)
+{
+	char channel[96] = "-";
+
+	if (!atomic_cas(&rel->state, REL_REGISTERING, REL_ACTIVE)) {
+		return; /* dropped by the loop meanwhile */
 	}
+	cbor_text(data->payload, data->payload_len, "channel", channel, sizeof(channel));
+	printk("observe %s seq=%d channel=%s max_age_s=%u\n", rel->renewal ? "renewed" : "registered",
+	       seq, channel, max_age_s);
+	k_sem_give(&wake);
+}
+
+/* A refused registration, or the end of a relation: an error, or an answer without Observe. */
+static void ended(struct relation *rel, atomic_val_t state, const struct coap_client_response_data *data)
+{
+	const char *what = state == REL_REGISTERING ? "observe failed" : "observe ended";
+
+	if (!atomic_cas(&rel->state, state, REL_ENDED)) {
+		return;
+	}
+	if (is_success(data->result_code)) {
+		printk("%s code=%d.%02d reason=no_observe_option\n", what, data->result_code >> 5,
+		       data->result_code & 0x1f);
+	} else {
+		print_error(what, data->result_code, data->payload, data->payload_len);
+	}
+	on_unauthorized(data->result_code);
+	k_sem_give(&wake);
+}
+
+/* coap_client's thread: the registration's answer, the notifications, the heartbeats (2.03,
+ * which coap_client acknowledges like any CON) and the final answer of one relation. */
+static void on_observation(const struct coap_client_response_data *data, void *user_data)
+{
+	struct relation *rel = user_data;
+	atomic_val_t state = atomic_get(&rel->state);
+	int seq = data->packet ? coap_get_option_int(data->packet, COAP_OPTION_OBSERVE) : -ENOENT;
+
+	if (state != REL_REGISTERING && state != REL_ACTIVE) {
+		return; /* dropped by the loop: renewed, ended, or a new session */
+	}
+	if (!is_success(data->result_code) || seq < 0) {
+		ended(rel, state, data);
+		return;
+	}
+	uint32_t max_age_s = heard(rel, data->packet);
+
+	if (state == REL_REGISTERING) {
+		registered(rel, seq, data, max_age_s);
+	} else if (data->result_code == COAP_RESPONSE_CODE_VALID) {
+		printk("observe heartbeat seq=%d max_age_s=%u\n", seq, max_age_s);
+	} else {
+		notification(seq, data->payload, data->payload_len);
+	}
+}
+
+/* The relation that is neither current nor renewing. */
+static struct relation *spare_relation(void)
+{
+	return current == &relations[0] || renewing == &relations[0] ? &relations[1] : &relations[0];
+}
+
+/* GET /api/realtime/subscribe?index=&collection=&envelope=compact, Observe: 0 and the JWT.
+ * NULL if it cannot be sent. */
+static struct relation *start_registration(bool renewal)
+{
+	struct relation *rel = spare_relation();
+	struct coap_client_request *req = &rel->req;
+
+	init_request(req, COAP_METHOD_GET, NULL, 0, on_observation, rel);
+	req->options[0].code = COAP_OPTION_OBSERVE;
+	req->options[0].len = 0; /* Observe: 0 (register) is the empty value */
+	req->num_options = 1;
+	if (!set_path(req, "api/realtime/subscribe?index=%s&collection=%s&" QUERY_COMPACT,
+		      CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_COMMANDS)) {
+		return NULL;
+	}
+	add_jwt(req);
+	rel->renewal = renewal;
+	atomic_set(&rel->heard_at, (atomic_val_t)k_uptime_get_32());
+	atomic_set(&rel->max_age_s, DEFAULT_MAX_AGE_S);
+	atomic_set(&rel->state, REL_REGISTERING);
+	int rc = coap_client_req(&client, sock, (struct sockaddr *)&server, req, NULL);
+
+	if (rc < 0) {
+		printk("error observe reason=cannot_send errno=%d\n", -rc);
+		atomic_set(&rel->state, REL_FREE);
+		return NULL;
+	}
+	return rel;
+}
+
+/* Forgets a relation here. coap_client answers its later messages with RST (no matching
+ * request), which ends it on the server. Its callback (-ECANCELED) finds it FREE. */
+static void drop(struct relation *rel)
+{
+	atomic_set(&rel->state, REL_FREE);
+	coap_client_cancel_request(&client, &rel->req);
 }
 
 static void schedule_registration(void)
 {
 	obs_retry_at = k_uptime_get() + obs_backoff_ms;
 	printk("observe retry_in_ms=%u\n", obs_backoff_ms);
-	obs_backoff_ms = obs_backoff_ms >= 30000 ? 60000 : obs_backoff_ms * 2;
+	obs_backoff_ms = next_backoff(obs_backoff_ms);
 }
 
-/* A new socket (a new source port: a new endpoint for the server). */
-static int open_socket(void)
+/* A new relation, when there is none. */
+static void register_observation(void)
 {
-	if (sock >= 0) {
-		coap_client_cancel_requests(&client);
-		zsock_close(sock);
+	printk("observe register index=%s collection=%s\n", CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_COMMANDS);
+	renew_for_token = false; /* it carries the current token */
+	current = start_registration(false);
+	if (current == NULL) {
+		schedule_registration();
 	}
-	atomic_set(&obs_state, OBS_IDLE);
-	atomic_set(&obs_failed, 0);
-	sock = zsock_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-	if (sock < 0) {
-		printk("error socket errno=%d\n", errno);
-		return -errno;
+}
+
+/* A renewal failed or could not be sent: drop both relations, register again after a backoff. */
+static void abandon_relations(void)
+{
+	if (renewing != NULL) {
+		drop(renewing);
+		renewing = NULL;
 	}
-	server.sin_family = AF_INET;
-	server.sin_port = htons(CONFIG_KUZZLE_COAP_PORT);
-	if (zsock_inet_pton(AF_INET, CONFIG_KUZZLE_HOST, &server.sin_addr) != 1) {
-		printk("error config reason=bad_host host=%s\n", CONFIG_KUZZLE_HOST);
-		return -EINVAL;
+	if (current != NULL) {
+		drop(current);
+		current = NULL;
 	}
-	printk("session open remote=%s:%d\n", CONFIG_KUZZLE_HOST, CONFIG_KUZZLE_COAP_PORT);
-	return 0;
+	schedule_registration();
+}
+
+/* Registers again while the current relation goes on: it is dropped once this is answered. */
+static void renew_observation(const char *reason)
+{
+	printk("observe renew reason=%s\n", reason);
+	renewing = start_registration(true);
+	if (renewing == NULL) {
+		abandon_relations();
+	}
+}
+
+/* Nothing heard for Max-Age and a margin (the server's retransmissions): it may be gone. */
+static bool is_silent(const struct relation *rel)
+{
+	uint32_t quiet = k_uptime_get_32() - (uint32_t)atomic_get(&rel->heard_at);
+
+	return quiet > (uint64_t)(uint32_t)atomic_get(&rel->max_age_s) * 1250U + 2000U;
+}
+
+/* The loop's side of the observation: takes in what the callbacks recorded, then decides. */
+static void follow_observation(int64_t now)
+{
+	if (renewing != NULL && atomic_get(&renewing->state) == REL_ACTIVE) {
+		if (current != NULL) {
+			drop(current);
+		}
+		current = renewing;
+		renewing = NULL;
+	} else if (renewing != NULL && atomic_get(&renewing->state) == REL_ENDED) {
+		abandon_relations();
+	}
+	if (current != NULL && atomic_get(&current->state) == REL_ENDED) {
+		drop(current);
+		current = renewing; /* a renewal under way takes over */
+		renewing = NULL;
+		if (current == NULL) {
+			schedule_registration();
+		}
+	}
+	if (!ready()) {
+		return;
+	}
+	if (current == NULL) {
+		if (now >= obs_retry_at) {
+			register_observation();
+		}
+		return;
+	}
+	if (renewing != NULL || atomic_get(&current->state) != REL_ACTIVE) {
+		return;
+	}
+	obs_backoff_ms = BACKOFF_FIRST_MS;
+	if (is_silent(current)) {
+		renew_observation("silent");
+	} else if (renew_for_token) {
+		renew_for_token = false;
+		renew_observation("token"); /* Kuzzle then links the subscription to the new token */
+	}
 }
 
 /* ------------------------------------------------------------------ steps */
 
-static int login(void)
+static void start_login(void)
 {
 	static uint8_t body[160];
 	size_t len = encode_login(body, sizeof(body));
-	int64_t expires_at = -1;
 
 	printk("login user=%s\n", CONFIG_KUZZLE_USERNAME);
-	if (send_request(COAP_METHOD_POST, body, len, "api/auth/login?strategy=local&" QUERY_COMPACT) < 0 ||
-	    !is_success(answer.code)) {
+	init_request(&request, COAP_METHOD_POST, body, len, on_answer, NULL);
+	send_step(STEP_LOGIN, set_path(&request, "api/auth/login?strategy=local&" QUERY_COMPACT));
+}
+
+static void login_failed(void)
+{
+	login_retry_at = k_uptime_get() + login_backoff_ms;
+	login_backoff_ms = next_backoff(login_backoff_ms);
+}
+
+static void login_answered(void)
+{
+	int64_t expires_at = -1;
+
+	if (!is_success(answer.code)) {
 		print_error("login failed", answer.code, answer.body, answer.len);
-		return -1;
+		login_failed();
+		return;
 	}
 	if (!cbor_text(answer.body, answer.len, "jwt", jwt, sizeof(jwt))) {
-		printk("login failed reason=bad_answer\n");
-		return -1;
+		printk("login failed reason=bad_answer (no jwt, or over %u bytes)\n", (unsigned)JWT_CAP - 1);
+		login_failed();
+		return;
 	}
 	cbor_int(answer.body, answer.len, "expiresAt", &expires_at);
+	jwt_expires_at = expires_at;
 	printk("login ok user=%s expires_at=%lld jwt_bytes=%u\n", CONFIG_KUZZLE_USERNAME,
 	       (long long)expires_at, (unsigned)strlen(jwt));
-	return 0;
+	atomic_set(&need_login, 0);
+	login_backoff_ms = BACKOFF_FIRST_MS;
+	renew_for_token = renew_for_token || refreshing;
+	refreshing = false;
 }
 
-static int sync_clock(void)
+static void start_clock(void)
 {
-	int64_t sent = k_uptime_get(), now;
+	init_request(&request, COAP_METHOD_POST, NULL, 0, on_answer, NULL);
+	bool built = set_path(&request, "api/server/now?" QUERY_COMPACT);
 
-	if (send_request(COAP_METHOD_POST, NULL, 0, "api/server/now?jwt=%s&" QUERY_COMPACT, jwt) < 0 ||
-	    !is_success(answer.code) || !cbor_int(answer.body, answer.len, "now", &now)) {
+	add_jwt(&request);
+	send_step(STEP_CLOCK, built);
+}
+
+static void clock_answered(void)
+{
+	int64_t now;
+
+	if (!is_success(answer.code) || !cbor_int(answer.body, answer.len, "now", &now)) {
 		print_error("clock failed", answer.code, answer.body, answer.len);
-		if (is_unauthorized(answer.code) && use_login()) {
-			atomic_set(&need_login, 1);
-		}
-		return -1;
+		on_unauthorized(answer.code);
+		clock_retry_at = k_uptime_get() + CLOCK_RETRY_MS;
+		return;
 	}
-	int64_t received = k_uptime_get();
-
-	clock_offset_ms = now - (sent + received) / 2;
+	clock_offset_ms = now - (step_sent_at + answer.received_at) / 2;
 	clock_synced = true;
-	printk("clock now=%lld rtt_ms=%lld\n", (long long)now, (long long)(received - sent));
-	return 0;
+	printk("clock now=%lld rtt_ms=%lld\n", (long long)now,
+	       (long long)(answer.received_at - step_sent_at));
 }
 
-static void report(void)
+/* Made-up values, as kiot_simulate() makes them for the other examples: read a sensor here. */
+static void read_sensor(int64_t now)
 {
-	/* Made-up values, as kiot_simulate() makes them for the other examples: read a sensor here. */
-	uint32_t step = docs % 78, tri = step < 39 ? step : 77 - step;
-	double temperature = 19.5 + 0.1 * tri + 0.05;
-	uint32_t humidity = 40 + docs % 10;
-	uint64_t uptime = (uint64_t)k_uptime_get() / 1000;
-	uint64_t ts = (uint64_t)(k_uptime_get() + clock_offset_ms);
-	static uint8_t body[64];
-	size_t len = encode_reading(body, sizeof(body), temperature, humidity, uptime, ts);
+	uint32_t tick = docs % 78, tri = tick < 39 ? tick : 77 - tick;
+
+	reading.temperature = 19.5 + 0.1 * tri + 0.05;
+	reading.humidity = 40 + docs % 10;
+	reading.uptime = (uint64_t)now / 1000;
+	reading.ts = (uint64_t)(now + clock_offset_ms);
+	reading.len = encode_reading(reading.body, sizeof(reading.body), reading.temperature,
+				     reading.humidity, reading.uptime, reading.ts);
+}
+
+/* At a fixed rate: the next report is due one period after this one was due. */
+static bool report_due(int64_t now)
+{
+	uint32_t period = (uint32_t)atomic_get(&period_ms);
+
+	if (next_report_ms > last_report_ms + period) {
+		next_report_ms = last_report_ms + period; /* a command shortened the period */
+	}
+	if (now < next_report_ms) {
+		return false;
+	}
+	last_report_ms = now;
+	next_report_ms += period;
+	if (next_report_ms <= now) {
+		next_report_ms = now + period; /* fell behind */
+	}
+	return true;
+}
+
+static void start_report(int64_t now)
+{
+	read_sensor(now);
+	init_request(&request, COAP_METHOD_POST, reading.body, reading.len, on_answer, NULL);
+	bool built = set_path(&request, "api/document/create?index=%s&collection=%s&" QUERY_COMPACT,
+			      CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_SENSORS);
+
+	add_jwt(&request);
+	send_step(STEP_REPORT, built);
+}
+
+static void report_answered(void)
+{
 	char id[48] = "-";
 
-	last_report_ms = k_uptime_get();
-	if (send_request(COAP_METHOD_POST, body, len,
-			 "api/document/create?index=%s&collection=%s&jwt=%s&" QUERY_COMPACT,
-			 CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_SENSORS, jwt) < 0 ||
-	    !is_success(answer.code)) {
+	if (!is_success(answer.code)) {
 		print_error("report failed", answer.code, answer.body, answer.len);
-		if (is_unauthorized(answer.code) && use_login()) {
-			atomic_set(&need_login, 1);
-		}
+		on_unauthorized(answer.code);
 		return;
 	}
 	cbor_text(answer.body, answer.len, "_id", id, sizeof(id));
 	docs++;
-	int centi = (int)(temperature * 100 + 0.5);
+	int centi = (int)(reading.temperature * 100 + 0.5);
 
 	printk("report sent n=%u id=%s temperature=%d.%02d humidity=%u uptime=%llu ts=%llu period_ms=%u bytes=%u\n",
-	       docs, id, centi / 100, centi % 100, humidity, (unsigned long long)uptime,
-	       (unsigned long long)ts, (uint32_t)atomic_get(&period_ms), (unsigned)len);
+	       docs, id, centi / 100, centi % 100, reading.humidity,
+	       (unsigned long long)reading.uptime, (unsigned long long)reading.ts,
+	       (uint32_t)atomic_get(&period_ms), (unsigned)reading.len);
+}
+
+static void finish_step(void)
+{
+	enum step done = step;
+
+	step = STEP_NONE;
+	if (done == STEP_LOGIN) {
+		login_answered();
+	} else if (done == STEP_CLOCK) {
+		clock_answered();
+	} else if (done == STEP_REPORT) {
+		report_answered();
+	}
+	atomic_set(&answer.state, ANSWER_IDLE);
+}
+
+static bool token_expires_soon(void)
+{
+	return use_login() && jwt_expires_at > 0 &&
+	       k_uptime_get() + clock_offset_ms > jwt_expires_at - REFRESH_BEFORE_MS;
+}
+
+/* Login, then clock, then reports; each one when its time has come. */
+static void start_next_step(int64_t now)
+{
+	if (atomic_get(&need_login)) {
+		if (now >= login_retry_at) {
+			start_login();
+		}
+	} else if (!clock_synced) {
+		if (now >= clock_retry_at) {
+			start_clock();
+		}
+	} else if (token_expires_soon()) {
+		printk("login refresh reason=token_expires_soon\n");
+		refreshing = true;
+		atomic_set(&need_login, 1);
+		start_login();
+	} else if (report_due(now)) {
+		start_report(now);
+	}
 }
 
 /* --------------------------------------------------------------- network */
@@ -405,89 +760,97 @@ static void on_l4_event(struct net_mgmt_event_callback *cb, uint64_t event, stru
 	if (event == NET_EVENT_L4_CONNECTED) {
 		printk("network up\n");
 		atomic_set(&network_changed, 1);
-		k_sem_give(&network_up);
+		k_sem_give(&wake);
 	} else if (event == NET_EVENT_L4_DISCONNECTED) {
 		printk("network down\n");
 	}
 }
 
+/* Forgets every request of the socket: their callbacks (-ECANCELED) find nothing waiting. */
+static void close_session(void)
+{
+	atomic_set(&answer.state, ANSWER_IDLE);
+	step = STEP_NONE;
+	atomic_set(&relations[0].state, REL_FREE);
+	atomic_set(&relations[1].state, REL_FREE);
+	current = NULL;
+	renewing = NULL;
+	coap_client_cancel_requests(&client); /* also lets coap_client's poll drop the socket (~0.5 s) */
+	zsock_close(sock);
+	sock = -1;
+}
+
+/* A new socket (a new source port: a new endpoint for the server): clock and registration again. */
+static void open_session(int64_t now)
+{
+	printk("network changed: new session, re-registering\n");
+	if (sock >= 0) {
+		close_session();
+	}
+	clock_synced = false;
+	sock = zsock_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+	if (sock < 0) {
+		printk("error socket errno=%d\n", errno);
+		atomic_set(&network_changed, 1);
+		session_retry_at = now + SESSION_RETRY_MS;
+		return;
+	}
+	printk("session open remote=%s:%d\n", CONFIG_KUZZLE_HOST, CONFIG_KUZZLE_COAP_PORT);
+	clock_retry_at = 0;
+	obs_retry_at = 0;
+	obs_backoff_ms = BACKOFF_FIRST_MS;
+}
+
+/* Up to LOOP_WAIT_MAX_MS, less when a report falls due sooner. */
+static int64_t loop_wait_ms(void)
+{
+	int64_t wait = next_report_ms - k_uptime_get();
+
+	if (step != STEP_NONE || !ready() || wait > LOOP_WAIT_MAX_MS) {
+		return LOOP_WAIT_MAX_MS;
+	}
+	return wait > 0 ? wait : 0;
+}
+
 int main(void)
 {
-	uint32_t login_backoff_ms = 500;
-
+	printk("start host=%s port=%d index=%s sensors=%s commands=%s period_ms=%u auth=%s\n",
+	       CONFIG_KUZZLE_HOST, CONFIG_KUZZLE_COAP_PORT, CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_SENSORS,
+	       CONFIG_KUZZLE_COMMANDS, CONFIG_KUZZLE_PERIOD_MS, use_login() ? "login" : "jwt");
+	server.sin_family = AF_INET;
+	server.sin_port = htons(CONFIG_KUZZLE_COAP_PORT);
+	if (zsock_inet_pton(AF_INET, CONFIG_KUZZLE_HOST, &server.sin_addr) != 1) {
+		printk("error config reason=bad_host host=%s\n", CONFIG_KUZZLE_HOST);
+		return 1;
+	}
+	if (use_login()) {
+		atomic_set(&need_login, 1);
+	} else {
+		strcpy(jwt, CONFIG_KUZZLE_JWT); /* fits: BUILD_ASSERT above */
+	}
 	coap_client_init(&client, NULL);
 	net_mgmt_init_event_callback(&l4_callback, on_l4_event,
 				     NET_EVENT_L4_CONNECTED | NET_EVENT_L4_DISCONNECTED);
 	net_mgmt_add_event_callback(&l4_callback);
 	conn_mgr_mon_resend_status();
-	printk("start host=%s port=%d index=%s sensors=%s commands=%s period_ms=%u auth=%s\n",
-	       CONFIG_KUZZLE_HOST, CONFIG_KUZZLE_COAP_PORT, CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_SENSORS,
-	       CONFIG_KUZZLE_COMMANDS, CONFIG_KUZZLE_PERIOD_MS, use_login() ? "login" : "jwt");
-	k_sem_take(&network_up, K_FOREVER);
 
-	if (use_login()) {
-		atomic_set(&need_login, 1);
-	} else {
-		strncpy(jwt, CONFIG_KUZZLE_JWT, sizeof(jwt) - 1);
-	}
 	for (;;) {
-		if (atomic_cas(&network_changed, 1, 0)) {
-			printk("network changed: new session, re-registering\n");
-			if (open_socket() < 0) {
-				k_sleep(K_SECONDS(5));
-				atomic_set(&network_changed, 1);
-				continue;
-			}
-			obs_retry_at = 0;
-			obs_backoff_ms = 500;
-			clock_synced = false;
-		}
-		if (atomic_get(&need_login)) {
-			if (!use_login()) {
-				printk("error auth reason=token_rejected (a jwt was given: nothing to log in with)\n");
-				return 1;
-			}
-			if (login() < 0) {
-				k_sleep(K_MSEC(login_backoff_ms));
-				login_backoff_ms = login_backoff_ms >= 30000 ? 60000 : login_backoff_ms * 2;
-				continue;
-			}
-			atomic_set(&need_login, 0);
-			login_backoff_ms = 500;
-		}
-		if (!clock_synced) {
-			if (sync_clock() < 0) {
-				k_sleep(K_SECONDS(1));
-			}
-			continue;
-		}
-		if (atomic_cas(&obs_failed, 1, 0)) {
-			schedule_registration();
-		}
+		k_sem_take(&wake, K_MSEC(loop_wait_ms()));
 		int64_t now = k_uptime_get();
 
-		if (atomic_get(&obs_state) == OBS_ACTIVE) {
-			obs_backoff_ms = 500;
+		if (now >= session_retry_at && atomic_cas(&network_changed, 1, 0)) {
+			open_session(now);
 		}
-		if (atomic_get(&obs_state) == OBS_IDLE && now >= obs_retry_at &&
-		    !atomic_get(&obs_failed)) {
-			register_observation();
+		if (sock < 0) {
+			continue; /* no network yet */
 		}
-		uint32_t period = (uint32_t)atomic_get(&period_ms);
-
-		if (next_report_ms > last_report_ms + period) {
-			next_report_ms = last_report_ms + period; /* a command shortened the period */
+		check_deadline(now);
+		if (atomic_get(&answer.state) == ANSWER_DONE) {
+			finish_step();
 		}
-		if (now >= next_report_ms) {
-			report();
-			/* A fixed rate, unless it fell behind. */
-			next_report_ms += (uint32_t)atomic_get(&period_ms);
-			if (next_report_ms <= k_uptime_get()) {
-				next_report_ms = k_uptime_get() + (uint32_t)atomic_get(&period_ms);
-			}
-			continue;
+		follow_observation(now);
+		if (step == STEP_NONE) {
+			start_next_step(now);
 		}
-		k_sleep(K_MSEC(MIN(next_report_ms - now, 100)));
 	}
-	return 0;
 }
