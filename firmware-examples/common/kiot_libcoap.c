@@ -297,7 +297,7 @@ static void say_error(const char *what, coap_pdu_code_t code, const uint8_t *bod
 }
 
 /* "jwt=<token>" and friends, rebuilt for every request. */
-static char q_index[80], q_sensors[80], q_commands[80], q_jwt[JWT_MAX + 8];
+static char q_index[80], q_sensors[80], q_commands[80], q_jwt[JWT_MAX + 8], q_expires[48];
 
 static void build_queries(void) {
   snprintf(q_index, sizeof q_index, "index=%s", dev.cfg->index);
@@ -311,13 +311,14 @@ static void build_queries(void) {
 static int login(void) {
   uint8_t body[256];
   size_t len = kiot_login_body(body, sizeof body, dev.cfg->username, dev.cfg->password);
-  const char *queries[] = {KIOT_QUERY_LOCAL, KIOT_QUERY_COMPACT};
+  const char *queries[] = {KIOT_QUERY_LOCAL, KIOT_QUERY_COMPACT, q_expires};
+  size_t query_count = q_expires[0] != '\0' ? 3 : 2;
   if (len == 0) {
     say("login failed reason=credentials_too_long");
     return -1;
   }
   say("login user=%s", dev.cfg->username);
-  if (request(COAP_REQUEST_CODE_POST, KIOT_PATH_LOGIN, queries, 2, body, len) < 0) {
+  if (request(COAP_REQUEST_CODE_POST, KIOT_PATH_LOGIN, queries, query_count, body, len) < 0) {
     say("login failed reason=%s", request_failure());
     return -1;
   }
@@ -596,6 +597,12 @@ int kiot_device_run(const kiot_device_config *cfg) {
       return 1;
     }
     strcpy(dev.jwt, cfg->jwt);
+  }
+  q_expires[0] = '\0';
+  if (cfg->token_lifetime != NULL && cfg->token_lifetime[0] != '\0' &&
+      snprintf(q_expires, sizeof q_expires, "expiresIn=%s", cfg->token_lifetime) >= (int)sizeof q_expires) {
+    say("error config reason=token_lifetime_too_long");
+    return 1;
   }
   dev.need_login = use_login;
   build_queries();

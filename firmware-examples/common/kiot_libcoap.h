@@ -27,6 +27,7 @@ typedef struct {
   const char *username; /* auth:login with the local strategy ... */
   const char *password;
   const char *jwt;      /* ... or a ready token / API key (then no login) */
+  const char *token_lifetime; /* auth:login's expiresIn ("1h", "90s"); NULL: the server's default */
   const char *index;    /* "iot" */
   const char *sensors;  /* collection of the reports: "sensors" */
   const char *commands; /* collection observed: "commands" */

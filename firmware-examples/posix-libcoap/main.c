@@ -23,6 +23,8 @@ static void usage(const char *program) {
           "  -u, --username NAME    auth:login, local strategy (KUZZLE_USERNAME)\n"
           "  -P, --password SECRET  (KUZZLE_PASSWORD; prefer the variable: options show in ps)\n"
           "  -j, --jwt TOKEN        a ready token or API key instead of a login (KUZZLE_JWT)\n"
+          "  -L, --token-lifetime D lifetime auth:login asks for, e.g. 1h (KUZZLE_TOKEN_LIFETIME;\n"
+          "                         default: the server's); renewed 60 s before it ends\n"
           "  -i, --index NAME       (KUZZLE_INDEX, default iot)\n"
           "  -s, --sensors NAME     collection of the reports (KUZZLE_SENSORS, default sensors)\n"
           "  -c, --commands NAME    collection observed (KUZZLE_COMMANDS, default commands)\n"
@@ -62,6 +64,7 @@ int main(int argc, char **argv) {
   config.username = env("KUZZLE_USERNAME", NULL);
   config.password = env("KUZZLE_PASSWORD", NULL);
   config.jwt = env("KUZZLE_JWT", NULL);
+  config.token_lifetime = env("KUZZLE_TOKEN_LIFETIME", NULL);
   config.index = env("KUZZLE_INDEX", "iot");
   config.sensors = env("KUZZLE_SENSORS", "sensors");
   config.commands = env("KUZZLE_COMMANDS", "commands");
@@ -72,19 +75,21 @@ int main(int argc, char **argv) {
       {"host", required_argument, NULL, 'H'},     {"port", required_argument, NULL, 'p'},
       {"username", required_argument, NULL, 'u'}, {"password", required_argument, NULL, 'P'},
       {"jwt", required_argument, NULL, 'j'},      {"index", required_argument, NULL, 'i'},
+      {"token-lifetime", required_argument, NULL, 'L'},
       {"sensors", required_argument, NULL, 's'},  {"commands", required_argument, NULL, 'c'},
       {"period-ms", required_argument, NULL, 't'}, {"max-time-s", required_argument, NULL, 'T'},
       {"max-docs", required_argument, NULL, 'n'}, {"verbose", required_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
   };
   int option;
-  while ((option = getopt_long(argc, argv, "H:p:u:P:j:i:s:c:t:T:n:v:h", options, NULL)) != -1) {
+  while ((option = getopt_long(argc, argv, "H:p:u:P:j:L:i:s:c:t:T:n:v:h", options, NULL)) != -1) {
     switch (option) {
       case 'H': config.host = optarg; break;
       case 'p': config.port = (uint16_t)number(optarg, "port", 65535); break;
       case 'u': config.username = optarg; break;
       case 'P': config.password = optarg; break;
       case 'j': config.jwt = optarg; break;
+      case 'L': config.token_lifetime = optarg; break;
       case 'i': config.index = optarg; break;
       case 's': config.sensors = optarg; break;
       case 'c': config.commands = optarg; break;

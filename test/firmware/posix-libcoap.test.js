@@ -378,6 +378,34 @@ test(`Kuzzle frozen for 12 s (no answer, no ICMP, as behind a NAT that lost its 
   await frozen.exited;
 });
 
+test('a token that expires: the device logs in again 60 s before its end and renews its relation with the new token; after the first token has expired, one subscription stays and a command arrives once', async () => {
+  const LIFETIME_S = 64; // refreshed 60 s before its end: about every 4 s
+  const renewing = new Device(['-u', SENSOR.username, '-L', `${LIFETIME_S}s`, '-t', '1000', '-T', '120'], { KUZZLE_PASSWORD: SENSOR.password });
+  const login = await renewing.waitFor(/^login ok user=sensor-1 expires_at=(\d+) /);
+  const firstExpiresAt = Number(login.match[1]);
+  const registered = await renewing.waitFor(/^observe registered /, { from: login.index });
+  const refresh = await renewing.waitFor(/^login refresh reason=token_expires_soon$/, { from: registered.index, timeoutMs: 10000 });
+  const relogged = await renewing.waitFor(/^login ok user=sensor-1 expires_at=(\d+) /, { from: refresh.index });
+  assert.ok(Number(relogged.match[1]) > firstExpiresAt, 'a new token, with a later end');
+  const renew = await renewing.waitFor(/^observe renew reason=token$/, { from: relogged.index });
+  const renewed = await renewing.waitFor(/^observe renewed seq=\d+ /, { from: renew.index });
+  await renewing.waitFor(/^observe old relation ended code=2\.05$/, { from: renewed.index });
+  // Kuzzle ends what the first token holds when it expires: nothing of the device may still depend on it.
+  await sleep(Math.max(0, firstExpiresAt + 2000 - Date.now()));
+  const from = renewing.lines.length;
+  await renewing.waitFor(/^report sent /, { from, timeoutMs: 5000 });
+  const rooms = Object.values((await api({ controller: 'realtime', action: 'list' }))?.[INDEX]?.commands ?? {});
+  assert.deepEqual(rooms, [1], 'one Kuzzle subscription on commands, kept across every renewal');
+  const id = await sendCommand(900);
+  await renewing.waitFor(new RegExp(`^period changed old_ms=1000 new_ms=900 command=${id}$`), { from });
+  await sleep(1000);
+  assert.equal(renewing.matches(new RegExp(`^notification .* id=${id} `), from).length, 1, 'the command arrives once');
+  assert.ok(renewing.matches(/^observe renew reason=token$/).length >= 10, `renewed about every 4 s: ${renewing.output()}`);
+  assert.equal(renewing.matches(/^(observe ended |login failed|error )/).length, 0, renewing.output());
+  renewing.kill('SIGTERM');
+  await renewing.exited;
+});
+
 test('Kuzzle killed and started again on the same ports, storage and Redis recreated: within 60 s of its restart the device registers again, reports and gets a command', async () => {
   const survivor = new Device(['-u', SENSOR.username, '-t', '500', '-T', '180'], { KUZZLE_PASSWORD: SENSOR.password });
   await survivor.waitFor(/^observe registered /);
