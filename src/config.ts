@@ -7,9 +7,44 @@
 
 export type Envelope = 'full' | 'compact';
 
+export interface CoapsConfig {
+  /** The coaps listener (DTLS 1.2), beside or instead of plain CoAP. */
+  enabled: boolean;
+  host: string;
+  port: number;
+  /** OpenSSL cipher list. */
+  ciphers: string;
+  /** Largest datagram sent, DTLS headers included; block-wise sizes follow from it. */
+  mtu: number;
+  handshakeTimeoutMs: number;
+  maxSessions: number;
+  maxHandshakes: number;
+  /** A session not heard from for this long ends, with a close_notify. */
+  sessionIdleMs: number;
+  /** The cookie secret is replaced this often; the previous one still verifies. */
+  cookieSecretLifetimeMs: number;
+  /** X.509: paths of PEM files; client certificates are verified against `ca` when `verifyClient` asks for them. */
+  certificate: string | null;
+  privateKey: string | null;
+  ca: string | null;
+  verifyClient: 'none' | 'optional' | 'require';
+  credentials: {
+    /** A JSON file of device credentials, reloaded when it changes. */
+    file: string | null;
+    /** A Kuzzle collection of device credentials, read with `apiKey`. */
+    index: string | null;
+    collection: string | null;
+    apiKey: string | null;
+    cacheSize: number;
+    cacheTtlMs: number;
+  };
+}
+
 export interface CoapConfig {
   /** Read by Kuzzle too: false keeps the protocol loaded but not listening. */
   enabled: boolean;
+  /** The plain CoAP listener on `host`:`port`; false with coaps enabled runs coaps only. */
+  plain: boolean;
   /** Read by Kuzzle only: with `enabled`, Kuzzle links tokens to this protocol's connections (TokenExpired). */
   realtimeNotifications: boolean;
   host: string;
@@ -44,10 +79,12 @@ export interface CoapConfig {
     maxRelations: number;
     maxRelationsPerPeer: number;
   };
+  coaps: CoapsConfig;
 }
 
 export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   enabled: true,
+  plain: true,
   realtimeNotifications: true,
   host: '0.0.0.0',
   port: 5683,
@@ -67,6 +104,24 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   observe: {
     notificationType: 'non', maxAge: 120, conEvery: 20, conIntervalMs: 60_000, queueLength: 100, pacing: true, maxRelations: 100_000, maxRelationsPerPeer: 64,
   },
+  coaps: {
+    enabled: false,
+    host: '0.0.0.0',
+    port: 5684,
+    // RFC 7252 §9.1.3.1's mandatory PSK suite first, then AES-GCM; the ECDSA suites serve a configured certificate.
+    ciphers: 'PSK-AES128-CCM8:PSK-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES128-GCM-SHA256',
+    mtu: 1232,
+    handshakeTimeoutMs: 20_000,
+    maxSessions: 20_000,
+    maxHandshakes: 2_000,
+    sessionIdleMs: 900_000,
+    cookieSecretLifetimeMs: 300_000,
+    certificate: null,
+    privateKey: null,
+    ca: null,
+    verifyClient: 'none',
+    credentials: { file: null, index: null, collection: null, apiKey: null, cacheSize: 10_000, cacheTtlMs: 60_000 },
+  },
 });
 
 export class ConfigError extends Error {}
@@ -83,6 +138,7 @@ export function parseSize(value: unknown): number {
 }
 
 type Rule = (value: unknown, path: string) => unknown;
+interface Rules { [key: string]: Rule | Rules }
 
 function number(min: number, max: number, integer = true): Rule {
   return (value, path) => {
@@ -124,6 +180,8 @@ const nonEmptyString: Rule = (value, path) => {
   return value.trim();
 };
 
+const optionalString: Rule = (value, path) => (value === null ? null : nonEmptyString(value, path));
+
 const blockSizeRule: Rule = (value, path) => {
   const n = number(16, 1024)(value, path) as number;
   if ((n & (n - 1)) !== 0) throw new ConfigError(`${path} must be a power of two from 16 to 1024, got ${n}`);
@@ -132,8 +190,9 @@ const blockSizeRule: Rule = (value, path) => {
 
 const storeRules = { maxEntries: number(1, 1e8), maxBytes: size(1024), lifetimeMs: number(1000, 86_400_000) };
 
-const RULES: Record<string, Rule | Record<string, Rule>> = {
+const RULES: Rules = {
   enabled: boolean,
+  plain: boolean,
   realtimeNotifications: boolean,
   host: nonEmptyString,
   port: number(0, 65535),
@@ -171,13 +230,37 @@ const RULES: Record<string, Rule | Record<string, Rule>> = {
     maxRelations: number(1, 10_000_000),
     maxRelationsPerPeer: number(1, 10_000_000),
   },
+  coaps: {
+    enabled: boolean,
+    host: nonEmptyString,
+    port: number(0, 65535),
+    ciphers: nonEmptyString,
+    mtu: number(256, 65507),
+    handshakeTimeoutMs: number(1000, 600_000),
+    maxSessions: number(1, 10_000_000),
+    maxHandshakes: number(1, 1_000_000),
+    sessionIdleMs: number(1000, 86_400_000),
+    cookieSecretLifetimeMs: number(1000, 86_400_000),
+    certificate: optionalString,
+    privateKey: optionalString,
+    ca: optionalString,
+    verifyClient: oneOf('none', 'optional', 'require'),
+    credentials: {
+      file: optionalString,
+      index: optionalString,
+      collection: optionalString,
+      apiKey: optionalString,
+      cacheSize: number(1, 10_000_000),
+      cacheTtlMs: number(1000, 86_400_000),
+    },
+  },
 };
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function apply(rules: Record<string, Rule | Record<string, Rule>>, defaults: object, given: unknown, path: string): Record<string, unknown> {
+function apply(rules: Rules, defaults: object, given: unknown, path: string): Record<string, unknown> {
   if (given === undefined || given === null) given = {};
   if (!isPlainObject(given)) throw new ConfigError(`${path} must be an object`);
   const out: Record<string, unknown> = { ...defaults };
@@ -194,5 +277,17 @@ function apply(rules: Record<string, Rule | Record<string, Rule>>, defaults: obj
 
 /** Validates the user's section against the defaults; throws ConfigError with the option's path. */
 export function resolveConfig(given: unknown, path = 'server.protocols.coap'): CoapConfig {
-  return apply(RULES, DEFAULT_CONFIG, given, path) as unknown as CoapConfig;
+  const config = apply(RULES, DEFAULT_CONFIG, given, path) as unknown as CoapConfig;
+  const { coaps } = config;
+  if (!config.plain && !coaps.enabled) throw new ConfigError(`${path}.plain is false and ${path}.coaps.enabled too: nothing would listen (use ${path}.enabled: false to turn the protocol off)`);
+  if (coaps.enabled) {
+    if ((coaps.certificate === null) !== (coaps.privateKey === null)) throw new ConfigError(`${path}.coaps.certificate and ${path}.coaps.privateKey go together`);
+    if (coaps.verifyClient !== 'none' && coaps.ca === null) throw new ConfigError(`${path}.coaps.verifyClient needs ${path}.coaps.ca, the CA client certificates are verified against`);
+    const { file, index, collection, apiKey } = coaps.credentials;
+    const inKuzzle = [index, collection, apiKey].filter((value) => value !== null).length;
+    if (inKuzzle !== 0 && inKuzzle !== 3) throw new ConfigError(`${path}.coaps.credentials.index, .collection and .apiKey go together (a Kuzzle collection of device credentials, read with that API key)`);
+    if (file === null && inKuzzle === 0) throw new ConfigError(`${path}.coaps.credentials needs a file or a Kuzzle collection: without credentials no device can shake hands`);
+    if (config.plain && coaps.port === config.port && coaps.port !== 0 && coaps.host === config.host) throw new ConfigError(`${path}.coaps.port is the plain CoAP port`);
+  }
+  return config;
 }

@@ -13,10 +13,10 @@
  * observe relations are the layers above. A new request goes up once, as an
  * Exchange; its answer comes down once, framed, to `transmit`.
  */
-import type dgram from 'node:dgram';
 import { Amplification, AmplificationOptions } from './amplification';
 import { now } from './clock';
 import type { Framed } from './blockwise';
+import type { DatagramSocket, Source } from './datagramSocket';
 import { Code, MessageType, NO_RESPONSE_BITS, Option, Type } from './constants';
 import { Deduplicator, DeduplicationLimits } from './deduplication';
 import { CoapResponse, Exchange, Remote, Responder } from './exchange';
@@ -78,7 +78,7 @@ function emptyMessage(type: MessageType, messageId: number): Buffer {
 }
 
 export class MessageLayer {
-  private socket: dgram.Socket | null = null;
+  private socket: DatagramSocket | null = null;
   private readonly peers: Peers;
   private readonly dedup: Deduplicator;
   private readonly retransmitter: Retransmitter;
@@ -100,7 +100,7 @@ export class MessageLayer {
     this.amplification = new Amplification(options.amplification);
   }
 
-  attach(socket: dgram.Socket | null): void {
+  attach(socket: DatagramSocket | null): void {
     this.socket = socket;
   }
 
@@ -123,7 +123,7 @@ export class MessageLayer {
 
   // ---- receiving -------------------------------------------------------
 
-  receive(datagram: Buffer, rinfo: dgram.RemoteInfo): void {
+  receive(datagram: Buffer, rinfo: Source): void {
     this.counters.received++;
     const badSource = unanswerableSource(rinfo.address, rinfo.port);
     if (badSource !== null) {
@@ -138,12 +138,12 @@ export class MessageLayer {
       this.rejectMalformed(datagram, rinfo, (error as Error).message);
       return;
     }
-    const key = `${rinfo.address}|${rinfo.port}`;
+    const key = this.keyOf(rinfo.address, rinfo.port);
     if (message.type === Type.ACK || message.type === Type.RST) this.settle(message, key);
     else this.request(message, datagram.length, rinfo, key);
   }
 
-  private rejectMalformed(datagram: Buffer, rinfo: dgram.RemoteInfo, why: string): void {
+  private rejectMalformed(datagram: Buffer, rinfo: Source, why: string): void {
     this.counters.malformed++;
     this.log.debug(`CoAP: dropped a malformed datagram of ${datagram.length} bytes from ${rinfo.address}:${rinfo.port}: ${why}`);
     // RFC 7252 §4.2: a CON that cannot be processed is rejected with a RST, when its header can be read.
@@ -173,10 +173,12 @@ export class MessageLayer {
     }
   }
 
-  private request(message: CoapMessage, size: number, rinfo: dgram.RemoteInfo, key: string): void {
+  private request(message: CoapMessage, size: number, rinfo: Source, key: string): void {
     const { type, code } = message;
     const at = now();
     const peer = this.peers.heard(key, rinfo, at);
+    // A DTLS handshake proved the address (its cookie exchange): nothing to verify.
+    if (rinfo.security !== null) this.peers.verify(peer);
     if (code === Code.EMPTY || code >> 5 !== 0 || message.token.length > this.options.maxTokenLength) {
       // A CON ping, a response where a request belongs or a token we will not keep: RST (RFC 7252 §4.2, RFC 8974 §2.2).
       if (type === Type.CON) this.send(emptyMessage(Type.RST, message.messageId), peer.remote);
@@ -406,6 +408,12 @@ export class MessageLayer {
     this.peers.sweep(at, this.options.peerIdleMs);
   }
 
+  /** The security association with an endpoint ended: its peer, and what the layers above hold for it, go too. */
+  endPeer(address: string, port: number): void {
+    const peer = this.peers.get(this.keyOf(address, port));
+    if (peer !== undefined) this.peers.drop(peer);
+  }
+
   close(): void {
     this.retransmitter.cancelAll();
     this.awaitingAck.clear();
@@ -430,20 +438,20 @@ export class MessageLayer {
   private send(datagram: Buffer, to: { address: string; port: number }): void {
     const socket = this.socket;
     if (socket === null) return;
-    try {
-      socket.send(datagram, to.port, to.address, this.onSent);
-    } catch (error) {
-      this.sendFailed(error, to);
-    }
+    socket.send(datagram, to, this.onSent);
   }
 
   private readonly onSent = (error: Error | null): void => {
-    if (error) this.sendFailed(error, null);
+    if (error) this.sendFailed(error);
   };
 
-  private sendFailed(error: unknown, to: { address: string; port: number } | null): void {
+  /** Names an endpoint in every per-endpoint map; a coaps endpoint apart from a plain one at the same address. */
+  private keyOf(address: string, port: number): string {
+    return this.socket?.scheme === 'coaps' ? `coaps|${address}|${port}` : `${address}|${port}`;
+  }
+
+  private sendFailed(error: unknown): void {
     this.counters.sendErrors++;
-    const where = to === null ? '' : ` to ${to.address}:${to.port}`;
-    this.log.debug(`CoAP: a datagram could not be sent${where}: ${(error as Error)?.message ?? error}`);
+    this.log.debug(`CoAP: a datagram could not be sent: ${(error as Error)?.message ?? error}`);
   }
 }

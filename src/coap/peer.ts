@@ -16,6 +16,7 @@
  * purpose: a retransmission that arrives after the drop still gets its cached
  * answer, never a second run.
  */
+import type { Security, Source } from './datagramSocket';
 import type { Remote } from './exchange';
 import type { ObserverQueue } from './observe';
 
@@ -38,6 +39,8 @@ export class Peer implements Remote {
     readonly port: number,
     readonly family: Remote['family'],
     readonly key: string,
+    /** Who its DTLS session authenticated; null on plain UDP. A new session is a new peer. */
+    readonly security: Security | null,
     now: number,
   ) {
     this.lastSeen = now;
@@ -123,11 +126,11 @@ export class Peers {
    * The peer of a datagram just received, created on first contact. When the table is full and
    * every peer it looked at holds state, the new peer is served without being kept.
    */
-  heard(key: string, source: { address: string; port: number; family: string }, now: number): Peer {
+  heard(key: string, source: Source, now: number): Peer {
     let peer = this.table.get(key);
     if (peer === undefined) {
       key.charCodeAt(0); // flattens the concatenated key: it is kept as long as the peer
-      peer = new Peer(source.address, source.port, source.family as Remote['family'], key, now);
+      peer = new Peer(source.address, source.port, source.family, key, source.security, now);
       if (this.table.size >= this.maxPeers && !this.evictOne()) return peer;
       this.table.set(key, peer);
     } else if (now - peer.placedAt >= REORDER_AFTER_MS) {

@@ -9,18 +9,17 @@
  *   the application's handler;
  * - beside them, observe relations (observe.ts).
  * A request goes up once; its answer (`Responder.respond`) comes down once.
- * This module owns only the socket, the periodic tick and the assembly.
+ * This module owns only the periodic tick and the assembly; datagrams come and
+ * go through a DatagramSocket (datagramSocket.ts: UDP; src/dtls: DTLS).
  *
  * Time is driven by one periodic tick on a monotonic clock, not by timers per message.
  */
-import dgram from 'node:dgram';
-import dns from 'node:dns';
-import net from 'node:net';
 import type { AmplificationOptions } from './amplification';
 import { BlockwiseLayer } from './blockwiseLayer';
 import type { StoreLimits } from './boundedStore';
 import { now } from './clock';
 import { Option, Type } from './constants';
+import type { DatagramSocket, Source } from './datagramSocket';
 import type { DeduplicationLimits } from './deduplication';
 import type { CoapResponse, Exchange, Responder } from './exchange';
 import type { Link } from './linkFormat';
@@ -35,13 +34,9 @@ export type { ErrorFormatter, TransportLogger } from './messageLayer';
 export type { RequestHandler } from './resources';
 
 export interface TransportOptions {
-  host: string;
-  port: number;
   /** How long a CON request may wait for its answer to ride on the ACK. */
   piggybackWindowMs: number;
   maxTokenLength: number;
-  /** SO_RCVBUF of the socket (the kernel caps it at net.core.rmem_max). */
-  receiveBufferSize: number;
   /** Preferred Block2 size (16..1024, a power of two). */
   blockSize: number;
   /** Largest request body, whole or reassembled, in bytes. */
@@ -67,7 +62,6 @@ export const diagnosticError: ErrorFormatter = (_exchange, code, _reason, messag
 const SWEEP_EVERY_MS = 1000;
 
 export class CoapServer implements Responder, NotificationWire {
-  private socket: dgram.Socket | null = null;
   private ticker: NodeJS.Timeout | null = null;
   private lastSweep = 0;
   private droppedLogged = 0;
@@ -80,6 +74,7 @@ export class CoapServer implements Responder, NotificationWire {
   private readonly counters = { receiveErrors: 0, tickErrors: 0 };
 
   constructor(
+    private readonly socket: DatagramSocket,
     private readonly options: TransportOptions,
     handler: RequestHandler,
     private readonly log: TransportLogger,
@@ -101,42 +96,15 @@ export class CoapServer implements Responder, NotificationWire {
   }
 
   /** Resolves once the socket listens; rejects with a readable reason (port in use, bad address). */
-  listen(): Promise<{ address: string; port: number }> {
-    const { host, port } = this.options;
-    const ipv6 = net.isIPv6(host);
-    const socket = dgram.createSocket({
-      type: ipv6 ? 'udp6' : 'udp4',
-      ipv6Only: false,
-      reuseAddr: false,
-      // Peers are always addresses: skip the name lookup that defers every send by a tick
-      // (a host name given as the listen address is still resolved).
-      lookup: (address, options, callback) => {
-        const family = net.isIP(address);
-        if (family === 0) dns.lookup(address, options, callback);
-        else callback(null, address, family);
-      },
+  async listen(): Promise<{ address: string; port: number }> {
+    this.message.attach(this.socket);
+    const bound = await this.socket.open({
+      datagram: (datagram, from) => this.receive(datagram, from),
+      ended: (address, port) => this.message.endPeer(address, port),
     });
-    return new Promise((resolve, reject) => {
-      const onError = (error: NodeJS.ErrnoException): void => {
-        socket.close();
-        const why = error.code === 'EADDRINUSE' ? 'the port is in use' : error.message;
-        reject(new Error(`CoAP cannot listen on UDP [${host}]:${port}: ${why}`));
-      };
-      socket.once('error', onError);
-      socket.bind(port, host, () => {
-        socket.off('error', onError);
-        // Room for the ACKs of a channel's CON notifications, which arrive while a broadcast is still being sent.
-        socket.setRecvBufferSize(this.options.receiveBufferSize);
-        socket.on('error', (error) => this.log.error(`CoAP socket error: ${error.message}`));
-        socket.on('message', (datagram, rinfo) => this.receive(datagram, rinfo));
-        this.socket = socket;
-        this.message.attach(socket);
-        this.ticker = setInterval(() => this.tick(), this.options.tickMs);
-        this.ticker.unref();
-        const bound = socket.address();
-        resolve({ address: bound.address, port: bound.port });
-      });
-    });
+    this.ticker = setInterval(() => this.tick(), this.options.tickMs);
+    this.ticker.unref();
+    return bound;
   }
 
   close(): Promise<void> {
@@ -145,9 +113,7 @@ export class CoapServer implements Responder, NotificationWire {
     this.observers.endAll('closed');
     this.message.close();
     this.blocks.clear();
-    const socket = this.socket;
-    this.socket = null;
-    return new Promise((resolve) => (socket ? socket.close(() => resolve()) : resolve()));
+    return this.socket.close();
   }
 
   get stats(): Record<string, unknown> {
@@ -157,23 +123,24 @@ export class CoapServer implements Responder, NotificationWire {
       ...this.counters,
       ...this.blocks.stats,
       observe: this.observers.stats,
+      ...this.socket.stats,
     };
   }
 
   /** A datagram from the network: a bug of ours while handling it costs that datagram, never the process. */
-  private receive(datagram: Buffer, rinfo: dgram.RemoteInfo): void {
+  private receive(datagram: Buffer, from: Source): void {
     try {
-      this.message.receive(datagram, rinfo);
+      this.message.receive(datagram, from);
     } catch (error) {
       this.counters.receiveErrors++;
-      this.log.error(`CoAP: error while handling a datagram from ${rinfo.address}:${rinfo.port}: ${(error as Error)?.stack ?? error}`);
+      this.log.error(`CoAP: error while handling a datagram from ${from.address}:${from.port}: ${(error as Error)?.stack ?? error}`);
     }
   }
 
   // ---- answering (Responder, NotificationWire) -------------------------
 
   respond(exchange: Exchange, response: CoapResponse): void {
-    if (exchange.answered || this.socket === null) return;
+    if (exchange.answered || this.ticker === null) return;
     exchange.answered = true;
     let extra = response.options ?? [];
     const relation = exchange.observation;
@@ -187,7 +154,7 @@ export class CoapServer implements Responder, NotificationWire {
   }
 
   challenge(exchange: Exchange): void {
-    if (exchange.answered || this.socket === null) return;
+    if (exchange.answered || this.ticker === null) return;
     this.message.challenge(exchange);
   }
 

@@ -11,13 +11,18 @@ import { Code, Method, Option } from '../coap/constants';
 import type { CoapResponse, Exchange } from '../coap/exchange';
 import type { Link } from '../coap/linkFormat';
 import { encodeUint } from '../coap/message';
-import { CoapServer, TransportLogger } from '../coap/server';
+import { DatagramSocket, UdpSocket } from '../coap/datagramSocket';
+import { CoapServer, TransportLogger, TransportOptions } from '../coap/server';
+import type { DtlsSocket } from '../dtls/dtlsSocket';
 import { CONTENT_FORMAT } from '../codec/contentFormat';
 import { CoapConfig, ConfigError, Envelope, parseSize, resolveConfig } from '../config';
+import { CredentialFile } from './credentialFile';
+import { CredentialStore, Credentials, DeviceCredential } from './credentials';
 import { Endpoint, Endpoints } from './endpoints';
 import { Execute, bindExecute } from './execution';
 import type { EntryPoint, HostLog, KuzzleResponse, ProtocolContext } from './host';
 import { Realtime } from './realtime';
+import { createSecureSocket } from './secureSocket';
 import { API_ROOT, MappingError, envelopeOf, isApiPath, isObserveRequest, mapApiRequest } from './requestMapping';
 import { coapCodeOf, fromKuzzle, pluginError, pluginResult, responseFormat } from './responses';
 
@@ -51,13 +56,17 @@ class CoapProtocol {
   readonly protocol: string = MANIFEST.name;
   private config: CoapConfig | null = null;
   private server: CoapServer | null = null;
+  private secureServer: CoapServer | null = null;
+  private secureSocket: DtlsSocket | null = null;
+  private credentials: Credentials | null = null;
   private endpoints: Endpoints | null = null;
   private execute: Execute | null = null;
   private log: HostLog | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private realtime: Realtime | null = null;
-  /** Where the socket listens, once init resolved (the port is the real one when 0 was configured). */
+  /** Where the sockets listen, once init resolved (the port is the real one when 0 was configured). */
   listening: { address: string; port: number } | null = null;
+  listeningSecure: { address: string; port: number } | null = null;
 
   /** Resolves once the UDP socket listens; rejects on an invalid configuration or a port in use. */
   async init(entryPoint: EntryPoint, context: ProtocolContext): Promise<void> {
@@ -85,38 +94,43 @@ class CoapProtocol {
     this.endpoints = endpoints;
     const realtime = new Realtime(this.protocol, this.execute, endpoints, context.log);
     this.realtime = realtime;
-    this.server = new CoapServer(
-      {
-        host: config.host,
-        port: config.port,
-        piggybackWindowMs: config.piggybackWindowMs,
-        maxTokenLength: config.maxTokenLength,
-        receiveBufferSize: config.receiveBufferSize,
-        blockSize: config.blockSize,
-        maxBodySize: () => maxBody,
-        maxPeers: config.maxConnections,
-        peerIdleMs: config.idleTimeoutMs,
-        deduplication: config.deduplication,
-        blockwise: config.blockwise,
-        retransmission: config.retransmission,
-        amplification: config.amplification,
-        observe: config.observe,
-        tickMs: 50,
-        links: LINKS,
-      },
-      (exchange) => this.handle(exchange),
-      this.transportLogger(context.log),
-      (exchange, code, reason, message) =>
-        pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR),
-    );
-    let bound: { address: string; port: number };
+    const options: TransportOptions = {
+      piggybackWindowMs: config.piggybackWindowMs,
+      maxTokenLength: config.maxTokenLength,
+      blockSize: config.blockSize,
+      maxBodySize: () => maxBody,
+      maxPeers: config.maxConnections,
+      peerIdleMs: config.idleTimeoutMs,
+      deduplication: config.deduplication,
+      blockwise: config.blockwise,
+      retransmission: config.retransmission,
+      amplification: config.amplification,
+      observe: config.observe,
+      tickMs: 50,
+      links: LINKS,
+    };
+    const section = `server.protocols.${this.protocol}`;
+    const socketError = (error: Error): void => context.log.error(`[${this.protocol}] ${error.message}`);
     try {
-      bound = await this.server.listen();
+      if (config.plain) {
+        this.server = this.createServer(new UdpSocket(config.host, config.port, config.receiveBufferSize, socketError), options, context.log);
+        this.listening = await this.listen(this.server, 'CoAP', `${section}.port and ${section}.host`);
+      }
+      if (config.coaps.enabled) {
+        let secure: ReturnType<typeof createSecureSocket>;
+        try {
+          secure = createSecureSocket(config, this.credentialsFor(config, context), this.transportLogger(context.log), socketError);
+        } catch (error) {
+          throw new Error(`[${this.protocol}] coaps: ${(error as Error).message} (see ${section}.coaps)`);
+        }
+        this.secureSocket = secure.socket;
+        this.secureServer = this.createServer(secure.socket, { ...options, blockSize: secure.blockSize }, context.log);
+        this.listeningSecure = await this.listen(this.secureServer, 'coaps', `${section}.coaps.port and ${section}.coaps.host`);
+      }
     } catch (error) {
-      const section = `server.protocols.${this.protocol}`;
-      throw new Error(`[${this.protocol}] ${(error as Error).message} (see ${section}.port and ${section}.host)`);
+      await this.close();
+      throw error;
     }
-    this.listening = bound;
     this.sweeper = setInterval(() => {
       try {
         const removed = endpoints.sweep(Date.now());
@@ -126,7 +140,43 @@ class CoapProtocol {
       }
     }, Math.min(config.idleTimeoutMs / 2, 5000));
     this.sweeper.unref();
-    context.log.info(`[${this.protocol}] CoAP listening on UDP [${bound.address}]:${bound.port}`);
+  }
+
+  private createServer(socket: DatagramSocket, options: TransportOptions, log: HostLog): CoapServer {
+    return new CoapServer(socket, options, (exchange) => this.handle(exchange), this.transportLogger(log),
+      (exchange, code, reason, message) =>
+        pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR));
+  }
+
+  private async listen(server: CoapServer, scheme: string, where: string): Promise<{ address: string; port: number }> {
+    let bound: { address: string; port: number };
+    try {
+      bound = await server.listen();
+    } catch (error) {
+      throw new Error(`[${this.protocol}] ${scheme} ${(error as Error).message} (see ${where})`);
+    }
+    this.log?.info(`[${this.protocol}] ${scheme} listening on UDP [${bound.address}]:${bound.port}`);
+    return bound;
+  }
+
+  /** The device credential stores coaps reads; revoking one ends its sessions. */
+  private credentialsFor(config: CoapConfig, context: ProtocolContext): Credentials {
+    const revoke = (gone: readonly DeviceCredential[]): void => {
+      for (const credential of gone) {
+        const ended = this.secureSocket?.endIdentity(credential.identity) ?? 0;
+        if (ended > 0) context.log.info(`[${this.protocol}] coaps: credential ${credential.kind} ${JSON.stringify(credential.identity)} revoked: ${ended} session(s) ended`);
+      }
+    };
+    const log = { info: (message: string) => context.log.info(`[${this.protocol}] ${message}`), error: (message: string) => context.log.error(`[${this.protocol}] ${message}`) };
+    const stores: CredentialStore[] = [];
+    const { file } = config.coaps.credentials;
+    if (file !== null) {
+      const store = new CredentialFile(file, revoke, log);
+      store.watch();
+      stores.push(store);
+    }
+    this.credentials = new Credentials(stores);
+    return this.credentials;
   }
 
   joinChannel(channel: string, connectionId: string): void {
@@ -162,8 +212,14 @@ class CoapProtocol {
     this.sweeper = null;
     this.endpoints?.removeAll();
     await this.server?.close();
+    await this.secureServer?.close();
+    this.credentials?.close();
     this.server = null;
+    this.secureServer = null;
+    this.secureSocket = null;
+    this.credentials = null;
     this.listening = null;
+    this.listeningSecure = null;
   }
 
   /** A snapshot for operators and benchmarks. */
@@ -173,6 +229,8 @@ class CoapProtocol {
       connectionsEvicted: this.endpoints?.evicted ?? 0,
       realtime: this.realtime?.stats ?? null,
       transport: this.server?.stats ?? null,
+      secureTransport: this.secureServer?.stats ?? null,
+      credentials: this.credentials?.stats ?? null,
     };
   }
 
@@ -180,7 +238,7 @@ class CoapProtocol {
     return envelopeOf(exchange.query, (this.config as CoapConfig).envelope);
   }
 
-  private handle(exchange: Exchange): void {
+  private handle(exchange: Exchange, fetched = false): void {
     const envelope = this.envelope(exchange);
     const format = responseFormat(exchange.accept);
     const fail = (code: number, id: string, message: string, options?: CoapResponse['options']): void =>
@@ -221,6 +279,26 @@ class CoapProtocol {
       return;
     }
     const realtime = this.realtime as Realtime;
+    const security = exchange.peer.security;
+    if (data.jwt === undefined && endpoint.session === null && security !== null) {
+      // coaps: the device's DTLS identity names its Kuzzle identity, an API key.
+      const token = (this.credentials as Credentials).tokenOf(security);
+      if (token === undefined && !fetched) {
+        // Not in memory (a credential collection's cache): fetched once, then the request runs.
+        const retry = (): void => this.handle(exchange, true);
+        (this.credentials as Credentials).fetch(security.kind, security.identity).then(retry, retry);
+        return;
+      }
+      if (token === undefined) {
+        fail(Code.SERVICE_UNAVAILABLE, 'network.coap.credentials_unavailable', 'the device credentials cannot be read now; retry later');
+        return;
+      }
+      if (token === null) {
+        fail(Code.UNAUTHORIZED, 'security.credential.revoked', `the credential of ${security.kind} ${JSON.stringify(security.identity)} is no longer valid: its session ends`);
+        return;
+      }
+      data.jwt = token;
+    }
     if (data.jwt === undefined && endpoint.session !== null) {
       if (endpoint.session.expiresAt <= now) {
         endpoint.session = null;

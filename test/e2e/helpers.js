@@ -71,7 +71,7 @@ function encodeCbor(value) {
  * stdout and, for any other code, "c.dd <payload>" on stderr: resolves {code ('2.xx' when it
  * succeeded, as coap-client does not print success codes), body}.
  */
-async function coapJson(url, { method = 'post', json, cborFile, jwt, extra = [], timeoutMs } = {}) {
+async function coapJson(url, { method = 'post', json, cborFile, jwt, extra = [], timeoutMs, binary } = {}) {
   const args = ['-m', method, '-A', String(CF.JSON), '-B', '8', ...extra];
   // coap-client (libcoap 4.3.1) silently drops a URI query longer than its ~100-byte buffer, so a
   // JWT (150+ bytes) cannot ride in the URI: it goes as a Uri-Query option (number 15) of its own.
@@ -79,13 +79,17 @@ async function coapJson(url, { method = 'post', json, cborFile, jwt, extra = [],
   if (json !== undefined) args.push('-t', String(CF.JSON), '-e', JSON.stringify(json));
   if (cborFile !== undefined) args.push('-t', String(CF.CBOR), '-f', cborFile);
   args.push(url);
-  const run = await coapClient(args, { timeoutMs });
+  const run = await coapClient(args, { timeoutMs, binary });
   const failed = run.stderr.match(/^(\d\.\d\d)(?: (.*))?$/m);
   if (failed) return { code: failed[1], body: failed[2] ? JSON.parse(failed[2]) : undefined, run };
-  const text = run.stdout.toString('utf8').trim();
+  // libcoap writes its own log lines ("Dec 04 06:19:02.123 WARN ...", e.g. DTLS retransmissions
+  // under loss) to stdout too: the payload is what is left.
+  const text = run.stdout.toString('utf8').split('\n').filter((line) => !LIBCOAP_LOG.test(line)).join('\n').trim();
   if (run.exit !== 0 || text === '') throw new Error(`coap-client: exit ${run.exit} ${run.signal ?? ''}, stderr: ${run.stderr}`);
   return { code: '2.xx', body: JSON.parse(text), run };
 }
+
+const LIBCOAP_LOG = /^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d(\.\d+)? [A-Z]+ /;
 
 /** JSON of a coap-client output line ("4.01 {...}" on stderr included). */
 function lineJson(line) {

@@ -84,6 +84,7 @@ async function start(options) {
   // Port 0: the plugin binds a free port itself (no window for another process to take it);
   // the port it got is read back from the plugin once Kuzzle is up.
   if (coap.port === undefined) coap.port = 0;
+  if (coap.coaps?.enabled && coap.coaps.port === undefined) coap.coaps = { ...coap.coaps, port: 0 };
   // Kuzzle links a connection to its token (TokenExpired notification) only
   // for the protocols whose section says `enabled && realtimeNotifications`
   // (config/index.js, computed at load time). The plugin's own configuration
@@ -126,11 +127,13 @@ async function start(options) {
   await app.start();
 
   process.on('message', async (message) => {
-    if (message?.type !== 'query' && message?.type !== 'ask') return;
+    if (message?.type !== 'query' && message?.type !== 'ask' && message?.type !== 'coapStats') return;
     try {
       const result = message.type === 'query'
         ? await app.sdk.query(message.request)
-        : await global.kuzzle.ask(message.event, ...(message.args || []));
+        : message.type === 'coapStats'
+          ? global.kuzzle.entryPoint.protocols.get('coap').stats()
+          : await global.kuzzle.ask(message.event, ...(message.args || []));
       process.send({ type: 'reply', id: message.id, result });
     } catch (error) {
       process.send({ type: 'reply', id: message.id, error: serializeError(error) });
@@ -144,6 +147,7 @@ async function start(options) {
     httpPort: config.server.port,
     // The port the plugin bound (port 0 asks it for a free one); null when the plugin is not loaded.
     coapPort: global.kuzzle.entryPoint.protocols.get('coap')?.listening?.port ?? null,
+    coapsPort: global.kuzzle.entryPoint.protocols.get('coap')?.listeningSecure?.port ?? null,
     coapHost: coap.host,
     coapConfig: coap,
     protocols: [...global.kuzzle.entryPoint.protocols.keys()],

@@ -6,10 +6,17 @@
 // private Redis (unless REDIS_URL). These are defaults: .kuzzlerc and
 // kuzzle_* variables (e.g. kuzzle_server__protocols__coap__port=5684) win.
 // Kuzzle logs are shown unless KUZZLE_HOST_VERBOSE=0. Ctrl-C stops everything.
+// coaps (DTLS) on UDP 5684 too, with a demo device credential: a user
+// "demo-device", an API key of its own, and a credentials file in a temporary
+// directory (removed at exit) that maps the PSK identity to that API key.
 
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { startKuzzleHost } = require('.');
+
+const DEMO_DEVICE = { identity: 'demo-device', psk: 'demo-device-secret' };
 
 async function start(options) {
   try {
@@ -26,14 +33,42 @@ async function start(options) {
   }
 }
 
-function coapAuthority(host, port) {
+function coapAuthority(host, port, defaultPort = 5683) {
   const name = ['::', '0.0.0.0'].includes(host) ? 'localhost' : host.includes(':') ? `[${host}]` : host;
-  return port === 5683 ? name : `${name}:${port}`;
+  return port === defaultPort ? name : `${name}:${port}`;
+}
+
+/** The demo device: a Kuzzle user, its API key, and the credentials file entry naming both. */
+async function provisionDemoDevice(host, credentialsFile) {
+  const { identity, psk } = DEMO_DEVICE;
+  await host.kuzzle.query({
+    controller: 'security', action: 'createUser', _id: identity, refresh: 'wait_for',
+    body: { content: { profileIds: ['default'] } },
+  });
+  const key = await host.kuzzle.query({
+    controller: 'security', action: 'createApiKey', userId: identity, refresh: 'wait_for', body: { description: 'npm run dev: demo coaps device' },
+  });
+  const reloads = async () => (await host.kuzzle.coapStats()).credentials[0].reloads;
+  const before = await reloads();
+  const next = `${credentialsFile}.next`;
+  fs.writeFileSync(next, JSON.stringify({ devices: [{ identity, psk, apiKey: key.result._source.token }] }, null, 2));
+  fs.renameSync(next, credentialsFile);
+  for (let waited = 0; (await reloads()) === before; waited += 100) {
+    if (waited > 5000) throw new Error(`the plugin did not reload ${credentialsFile}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kuzzle-coap-dev-'));
+  const credentialsFile = path.join(dir, 'devices.json');
+  fs.writeFileSync(credentialsFile, JSON.stringify({ devices: [] }));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   const host = await start({
-    defaults: { port: 7512, coap: { host: '::', port: 5683 } },
+    defaults: {
+      port: 7512,
+      coap: { host: '::', port: 5683, coaps: { enabled: true, host: '::', port: 5684, credentials: { file: credentialsFile } } },
+    },
     verbose: process.env.KUZZLE_HOST_VERBOSE !== '0',
   });
 
@@ -61,6 +96,21 @@ async function main() {
 
   const coap = coapAuthority(host.coapHost, host.coapPort);
   const anyHost = ['::', '0.0.0.0'].includes(host.coapHost);
+  const coapsLines = [];
+  const coapsTry = [];
+  if (host.coapsPort) {
+    await provisionDemoDevice(host, credentialsFile);
+    const coaps = coapAuthority(host.coapHost, host.coapsPort, 5684);
+    const { identity, psk } = DEMO_DEVICE;
+    coapsLines.push(
+      `  coaps      udp ${host.coapHost.includes(':') ? `[${host.coapHost}]` : host.coapHost}:${host.coapsPort}  (DTLS 1.2, PSK; device credentials in ${credentialsFile}, reloaded when it changes)`,
+      `  demo device: PSK identity "${identity}", key "${psk}", runs as Kuzzle user "${identity}" (its API key)`,
+    );
+    coapsTry.push(
+      `  coap-client-openssl -m post -A 50 -u ${identity} -k ${psk} coaps://${coaps}/api/auth/getCurrentUser`,
+      `  coap-client-gnutls -m post -t 50 -e '{"temperature":21.5}' -u ${identity} -k ${psk} 'coaps://${coaps}/api/document/create?index=demo&collection=sensors'`,
+    );
+  }
   const lines = [
     '',
     `Kuzzle 2.56 development host ready in ${(host.bootMs / 1000).toFixed(1)} s`,
@@ -69,12 +119,14 @@ async function main() {
     host.protocols.includes('coap')
       ? `  CoAP       udp ${host.coapHost.includes(':') ? `[${host.coapHost}]` : host.coapHost}:${host.coapPort}${host.coapHost === '::' ? '  (IPv4 + IPv6)' : anyHost ? '  (IPv4)' : ''}`
       : '  CoAP       NOT LOADED (see the Kuzzle logs)',
+    ...coapsLines,
     `  Redis      ${host.redis.url}${host.redis.external ? '  (REDIS_URL)' : '  (private, discarded at exit)'}`,
     `  Storage    ${host.storage === 'memory' ? 'in-memory Elasticsearch 7 emulation (nothing is kept)' : host.storage}`,
     'Try:',
     `  coap-client-notls -m post coap://${coap}/api/server/now`,
     `  coap-client-notls -m post -A 50 coap://${coap}/api/server/now`,
     `  coap-client-notls -m post -t 50 -e '{"temperature":21.5}' 'coap://${coap}/api/document/create?index=demo&collection=sensors'`,
+    ...coapsTry,
     'Ctrl-C stops everything.',
   ];
   console.log(lines.join('\n'));

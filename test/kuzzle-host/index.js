@@ -197,10 +197,13 @@ async function startKuzzleHost(options = {}) {
       pid: child.pid,
       query: (req) => request({ type: 'query', request: req }),
       ask: (event, ...args) => request({ type: 'ask', event, args }),
+      /** The plugin's stats() snapshot. */
+      coapStats: () => request({ type: 'coapStats' }),
     },
     httpPort: ready.httpPort,
     url: `http://127.0.0.1:${ready.httpPort}`,
     coapPort: ready.coapPort,
+    coapsPort: ready.coapsPort,
     coapHost: ready.coapHost,
     coapConfig: ready.coapConfig,
     protocols: ready.protocols,

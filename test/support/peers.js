@@ -38,20 +38,21 @@ async function killAll() {
   await Promise.all(waits);
 }
 
-function spawnTracked(args, stdin = 'ignore') {
-  const child = spawn(COAP_CLIENT, args, { stdio: [stdin, 'pipe', 'pipe'] });
+function spawnTracked(args, stdin = 'ignore', binary = COAP_CLIENT) {
+  const child = spawn(binary, args, { stdio: [stdin, 'pipe', 'pipe'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
 }
 
 /**
- * Runs coap-client-notls to its end, `input` on its stdin if given (SIGKILL after timeoutMs);
- * resolves {exit, signal, stdout (Buffer), stderr}.
+ * Runs coap-client-notls (or `binary`: coap-client-openssl, coap-client-gnutls for coaps) to its
+ * end, `input` on its stdin if given (SIGKILL after timeoutMs); resolves {exit, signal, stdout
+ * (Buffer), stderr}.
  */
-function coapClient(args, { timeoutMs = 10000, input } = {}) {
+function coapClient(args, { timeoutMs = 10000, input, binary = COAP_CLIENT } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawnTracked(args, input === undefined ? 'ignore' : 'pipe');
+    const child = spawnTracked(args, input === undefined ? 'ignore' : 'pipe', binary);
     const out = [];
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -59,7 +60,7 @@ function coapClient(args, { timeoutMs = 10000, input } = {}) {
     child.stderr.on('data', (chunk) => (err += chunk));
     child.on('error', (error) => {
       clearTimeout(timer);
-      reject(error.code === 'ENOENT' ? new Error(`${COAP_CLIENT} is missing: apt-get install libcoap3-bin`) : error);
+      reject(error.code === 'ENOENT' ? new Error(`${binary} is missing: apt-get install libcoap3-bin`) : error);
     });
     child.on('close', (exit, signal) => {
       clearTimeout(timer);
@@ -73,8 +74,8 @@ function coapClient(args, { timeoutMs = 10000, input } = {}) {
  * A long-running coap-client (Observe): `lines` collects every stdout/stderr line with its arrival
  * time; `waitLine(predicate, ms)` resolves with the first matching line (searching from `from`).
  */
-function spawnCoapClient(args) {
-  const child = spawnTracked(args);
+function spawnCoapClient(args, { binary = COAP_CLIENT } = {}) {
+  const child = spawnTracked(args, 'ignore', binary);
   const lines = [];
   const waiters = new Set();
   const feed = (stream) => {

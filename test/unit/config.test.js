@@ -45,3 +45,38 @@ test('parseSize reads bytes, kb, mb, gb in any case', () => {
   assert.ok(Number.isNaN(parseSize('ten')));
   assert.ok(Number.isNaN(parseSize(null)));
 });
+
+test('coaps: off by default; on, it needs credentials, and its options are checked together', () => {
+  assert.equal(resolveConfig(undefined).coaps.enabled, false);
+  assert.equal(resolveConfig(undefined).coaps.port, 5684);
+  const ok = resolveConfig({ plain: false, coaps: { enabled: true, credentials: { file: '/etc/kuzzle/devices.json' } } });
+  assert.equal(ok.plain, false);
+  assert.equal(ok.coaps.credentials.file, '/etc/kuzzle/devices.json');
+  assert.equal(ok.coaps.credentials.cacheTtlMs, DEFAULT_CONFIG.coaps.credentials.cacheTtlMs);
+  const file = { file: 'devices.json' };
+  const cases = [
+    [{ plain: false }, /plain is false and server\.protocols\.coap\.coaps\.enabled too: nothing would listen/],
+    [{ coaps: { enabled: true } }, /coaps\.credentials needs a file or a Kuzzle collection/],
+    [{ coaps: { enabled: true, credentials: { index: 'devices' } } }, /credentials\.index, \.collection and \.apiKey go together/],
+    [{ coaps: { enabled: true, credentials: file, certificate: 'server.crt' } }, /coaps\.certificate and server\.protocols\.coap\.coaps\.privateKey go together/],
+    [{ coaps: { enabled: true, credentials: file, verifyClient: 'require' } }, /verifyClient needs server\.protocols\.coap\.coaps\.ca/],
+    [{ coaps: { enabled: true, credentials: file, verifyClient: 'always' } }, /verifyClient must be one of "none", "optional", "require"/],
+    [{ coaps: { enabled: true, credentials: file, mtu: 100 } }, /coaps\.mtu must be an integer from 256/],
+    [{ coaps: { enabled: true, credentials: file, port: 5683 } }, /coaps\.port is the plain CoAP port/],
+    [{ coaps: { enabled: true, credentials: { file: '' } } }, /credentials\.file must be a non-empty string/],
+    [{ coaps: { colour: 'red' } }, /coaps\.colour is not an option/],
+  ];
+  for (const [given, message] of cases) {
+    assert.throws(() => resolveConfig(given), (error) => error instanceof ConfigError && message.test(error.message), JSON.stringify(given));
+  }
+});
+
+test('coaps: every CoAP message fits one DTLS record of the MTU; block-wise carries the rest', () => {
+  const { secureBlockSize } = require('../../dist/kuzzle/secureSocket');
+  assert.equal(secureBlockSize(1232, 32, 1024), 1024, 'the default MTU keeps 1 KiB blocks');
+  assert.equal(secureBlockSize(1152, 32, 1024), 512);
+  assert.equal(secureBlockSize(576, 8, 1024), 256);
+  assert.equal(secureBlockSize(256, 32, 1024), 64);
+  assert.equal(secureBlockSize(150, 32, 1024), 16, 'never below the smallest block');
+  assert.equal(secureBlockSize(1500, 8, 256), 256, 'never above the configured block size');
+});

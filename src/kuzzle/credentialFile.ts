@@ -1,0 +1,139 @@
+/**
+ * Device credentials from a JSON file (coaps.credentials.file), validated at
+ * init and reloaded when the file changes. A credential that disappears or
+ * changes is revoked: its live DTLS sessions end. A file that becomes invalid
+ * is refused with a log line and the last valid one stays in force.
+ *
+ *   { "devices": [
+ *       { "identity": "sensor-1", "psk": "a secret", "apiKey": "<Kuzzle API key>" },
+ *       { "identity": "sensor-2", "pskHex": "0011...", "apiKey": "..." },
+ *       { "subject": "CN=sensor-3,O=Acme", "apiKey": "..." } ] }
+ */
+import fs from 'node:fs';
+import type { Security } from '../coap/datagramSocket';
+import type { CredentialStore, DeviceCredential } from './credentials';
+
+/** How often the file's modification time is looked at (fs.watchFile: editors replace files, which fs.watch loses). */
+const POLL_MS = 1000;
+const MAX_PSK_BYTES = 64;
+const MAX_IDENTITY_BYTES = 256;
+
+const keyOf = (kind: Security['kind'], identity: string): string => `${kind}:${identity}`;
+
+function fail(path: string, message: string): never {
+  throw new Error(`device credentials file ${path}: ${message}`);
+}
+
+/** Parses and validates a credentials file's text; throws with the entry at fault. */
+export function parseCredentials(text: string, path: string): Map<string, DeviceCredential> {
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    fail(path, `not JSON: ${(error as Error).message}`);
+  }
+  const devices = (document as { devices?: unknown } | null)?.devices;
+  if (!Array.isArray(devices)) fail(path, 'expected { "devices": [ ... ] }');
+  const credentials = new Map<string, DeviceCredential>();
+  devices.forEach((entry: unknown, i) => {
+    const at = `devices[${i}]`;
+    if (typeof entry !== 'object' || entry === null) fail(path, `${at} must be an object`);
+    const { identity, subject, psk, pskHex, apiKey } = entry as Record<string, unknown>;
+    if (typeof apiKey !== 'string' || apiKey === '') fail(path, `${at}.apiKey must be a Kuzzle API key (a non-empty string)`);
+    let credential: DeviceCredential;
+    if (typeof subject === 'string' && subject !== '') {
+      if (identity !== undefined || psk !== undefined || pskHex !== undefined) fail(path, `${at}: a certificate subject takes no identity or psk`);
+      credential = { kind: 'certificate', identity: subject, psk: null, apiKey };
+    } else {
+      if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > MAX_IDENTITY_BYTES) {
+        fail(path, `${at}.identity must be a PSK identity of 1 to ${MAX_IDENTITY_BYTES} bytes (or give a certificate "subject")`);
+      }
+      const key = typeof psk === 'string' ? Buffer.from(psk, 'utf8')
+        : typeof pskHex === 'string' && /^([0-9a-f]{2})+$/i.test(pskHex) ? Buffer.from(pskHex, 'hex') : null;
+      if (key === null || (psk !== undefined && pskHex !== undefined)) fail(path, `${at} needs one of "psk" (text) or "pskHex" (hex digits)`);
+      if (key.length === 0 || key.length > MAX_PSK_BYTES) fail(path, `${at}: the key must be 1 to ${MAX_PSK_BYTES} bytes`);
+      credential = { kind: 'psk', identity, psk: key, apiKey };
+    }
+    const key = keyOf(credential.kind, credential.identity);
+    if (credentials.has(key)) fail(path, `${at}: ${credential.kind} ${JSON.stringify(credential.identity)} appears twice`);
+    credentials.set(key, credential);
+  });
+  return credentials;
+}
+
+function same(a: DeviceCredential, b: DeviceCredential): boolean {
+  return a.apiKey === b.apiKey && (a.psk === null ? b.psk === null : b.psk !== null && a.psk.equals(b.psk));
+}
+
+export class CredentialFile implements CredentialStore {
+  private credentials: Map<string, DeviceCredential>;
+  private watching = false;
+  private reloads = 0;
+  /** Reloads refused because the new file was invalid. */
+  private refused = 0;
+
+  /** Reads the file now: an unreadable or invalid file fails init. */
+  constructor(
+    private readonly path: string,
+    /** Credentials that disappeared or changed: their sessions end. */
+    private readonly revoked: (gone: readonly DeviceCredential[]) => void,
+    private readonly log: { info(message: string): void; error(message: string): void },
+  ) {
+    this.credentials = this.read();
+  }
+
+  get stats(): Record<string, unknown> {
+    return { file: this.path, credentials: this.credentials.size, reloads: this.reloads, refused: this.refused };
+  }
+
+  get(kind: Security['kind'], identity: string): DeviceCredential | null {
+    return this.credentials.get(keyOf(kind, identity)) ?? null;
+  }
+
+  fetch(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  watch(): void {
+    if (this.watching) return;
+    this.watching = true;
+    fs.watchFile(this.path, { interval: POLL_MS, persistent: false }, (current, previous) => {
+      if (current.mtimeMs !== previous.mtimeMs || current.size !== previous.size || current.ino !== previous.ino) this.reload();
+    });
+  }
+
+  close(): void {
+    if (this.watching) fs.unwatchFile(this.path);
+    this.watching = false;
+  }
+
+  /** Re-reads the file; an invalid one keeps the credentials in force. */
+  reload(): void {
+    let next: Map<string, DeviceCredential>;
+    try {
+      next = this.read();
+    } catch (error) {
+      this.refused++;
+      this.log.error(`${(error as Error).message}; the previous credentials stay in force`);
+      return;
+    }
+    const gone = [...this.credentials.entries()].filter(([key, old]) => {
+      const now = next.get(key);
+      return now === undefined || !same(old, now);
+    }).map(([, old]) => old);
+    this.credentials = next;
+    this.reloads++;
+    this.log.info(`device credentials reloaded from ${this.path}: ${next.size} credential(s), ${gone.length} revoked or changed`);
+    if (gone.length > 0) this.revoked(gone);
+  }
+
+  private read(): Map<string, DeviceCredential> {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.path, 'utf8');
+    } catch (error) {
+      fail(this.path, `cannot be read: ${(error as Error).message}`);
+    }
+    return parseCredentials(text, this.path);
+  }
+}
