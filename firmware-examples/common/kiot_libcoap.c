@@ -242,6 +242,7 @@ static coap_pdu_t *build_request(coap_pdu_code_t method, const char *path, const
     coap_insert_optlist(&options, coap_new_optlist(COAP_OPTION_CONTENT_FORMAT, n, format));
   }
   for (size_t i = 0; i < query_count; i++) {
+    if (queries[i][0] == '\0') continue; /* no jwt on coaps: the DTLS identity is the Kuzzle identity */
     coap_insert_optlist(&options, coap_new_optlist(COAP_OPTION_URI_QUERY, strlen(queries[i]), (const uint8_t *)queries[i]));
   }
   int ok = coap_add_token(pdu, *token_len, token) && coap_add_optlist_pdu(pdu, &options) &&
@@ -303,7 +304,8 @@ static void build_queries(void) {
   snprintf(q_index, sizeof q_index, "index=%s", dev.cfg->index);
   snprintf(q_sensors, sizeof q_sensors, "collection=%s", dev.cfg->sensors);
   snprintf(q_commands, sizeof q_commands, "collection=%s", dev.cfg->commands);
-  snprintf(q_jwt, sizeof q_jwt, "jwt=%s", dev.jwt);
+  if (dev.jwt[0] == '\0') q_jwt[0] = '\0';
+  else snprintf(q_jwt, sizeof q_jwt, "jwt=%s", dev.jwt);
 }
 
 /* ----------------------------------------------------------------- steps */
@@ -586,12 +588,16 @@ int kiot_device_run(const kiot_device_config *cfg) {
   stop_flag = 0;
   network_changed_flag = 0;
 
-  int use_login = cfg->jwt == NULL || cfg->jwt[0] == '\0';
+  int use_dtls = cfg->psk_identity != NULL && cfg->psk_identity[0] != '\0';
+  int has_jwt = cfg->jwt != NULL && cfg->jwt[0] != '\0';
+  /* On coaps with neither a jwt nor a username, the plugin maps the PSK identity to a Kuzzle API key. */
+  int use_identity = use_dtls && !has_jwt && cfg->username == NULL;
+  int use_login = !has_jwt && !use_identity;
   if (use_login && (cfg->username == NULL || cfg->password == NULL)) {
-    say("error config reason=no_credentials (a username and password, or a jwt)");
+    say("error config reason=no_credentials (a username and password, a jwt, or a PSK identity)");
     return 1;
   }
-  if (!use_login) {
+  if (has_jwt) {
     if (strlen(cfg->jwt) >= sizeof dev.jwt) {
       say("error config reason=jwt_too_long");
       return 1;
@@ -624,8 +630,8 @@ int kiot_device_run(const kiot_device_config *cfg) {
   coap_register_nack_handler(dev.ctx, on_nack);
 
   say("start host=%s port=%u index=%s sensors=%s commands=%s period_ms=%" PRIu32 " auth=%s transport=%s libcoap=%s",
-      cfg->host, (unsigned)cfg->port, cfg->index, cfg->sensors, cfg->commands, cfg->period_ms, use_login ? "login" : "jwt",
-      cfg->psk_identity && cfg->psk_identity[0] ? "dtls-psk" : "udp", coap_package_version());
+      cfg->host, (unsigned)cfg->port, cfg->index, cfg->sensors, cfg->commands, cfg->period_ms,
+      use_login ? "login" : use_identity ? "dtls_identity" : "jwt", use_dtls ? "dtls-psk" : "udp", coap_package_version());
   open_session();
 
   const char *reason = "stopped";
@@ -646,7 +652,7 @@ int kiot_device_run(const kiot_device_config *cfg) {
     }
     if (dev.need_login) {
       if (!use_login) {
-        say("error auth reason=token_rejected (a jwt was given: nothing to log in with)");
+        say("error auth reason=token_rejected (%s: nothing to log in with)", use_identity ? "the PSK identity's API key" : "a jwt was given");
         reason = "token_rejected";
         status = 1;
         break;

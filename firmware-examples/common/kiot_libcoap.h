@@ -35,8 +35,9 @@ typedef struct {
   uint32_t max_time_ms; /* stop after this long (0: never) */
   uint32_t max_docs;    /* stop after this many documents (0: never) */
   int coap_log_level;   /* libcoap's log level (4: warnings) */
-  /* DTLS-PSK (coaps://, usually port 5684) when psk_identity is set. Prepared for later: the
-   * plugin serves no DTLS yet, and libcoap must be built with a DTLS library. */
+  /* DTLS-PSK (coaps://, usually port 5684) when psk_identity is set; libcoap must be built with a
+   * DTLS library. Without jwt and username, no token at all: the plugin runs the device's requests
+   * as the Kuzzle identity its PSK identity is mapped to. */
   const char *psk_identity;
   const char *psk_key;
   /* Reads the sensor: sets reading->temperature and ->humidity (uptime and ts are set by the

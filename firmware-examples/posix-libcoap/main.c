@@ -19,12 +19,15 @@ static void usage(const char *program) {
   fprintf(stderr,
           "usage: %s [options]\n"
           "  -H, --host HOST        server (KUZZLE_HOST, default 127.0.0.1)\n"
-          "  -p, --port PORT        CoAP UDP port (KUZZLE_COAP_PORT, default 5683)\n"
+          "  -p, --port PORT        CoAP UDP port (KUZZLE_COAP_PORT, default 5683; 5684 with a PSK)\n"
           "  -u, --username NAME    auth:login, local strategy (KUZZLE_USERNAME)\n"
           "  -P, --password SECRET  (KUZZLE_PASSWORD; prefer the variable: options show in ps)\n"
           "  -j, --jwt TOKEN        a ready token or API key instead of a login (KUZZLE_JWT)\n"
           "  -L, --token-lifetime D lifetime auth:login asks for, e.g. 1h (KUZZLE_TOKEN_LIFETIME;\n"
           "                         default: the server's); renewed 60 s before it ends\n"
+          "  -I, --psk-identity ID  coaps: DTLS with this PSK identity (KUZZLE_PSK_IDENTITY); without\n"
+          "                         --jwt or --username it is the Kuzzle identity: no login, no token\n"
+          "  -K, --psk-key KEY      the pre-shared key, as text (KUZZLE_PSK_KEY; prefer the variable)\n"
           "  -i, --index NAME       (KUZZLE_INDEX, default iot)\n"
           "  -s, --sensors NAME     collection of the reports (KUZZLE_SENSORS, default sensors)\n"
           "  -c, --commands NAME    collection observed (KUZZLE_COMMANDS, default commands)\n"
@@ -60,11 +63,13 @@ int main(int argc, char **argv) {
   kiot_device_config config;
   memset(&config, 0, sizeof config);
   config.host = env("KUZZLE_HOST", "127.0.0.1");
-  config.port = (uint16_t)number(env("KUZZLE_COAP_PORT", "5683"), "port", 65535);
+  const char *port = env("KUZZLE_COAP_PORT", NULL);
   config.username = env("KUZZLE_USERNAME", NULL);
   config.password = env("KUZZLE_PASSWORD", NULL);
   config.jwt = env("KUZZLE_JWT", NULL);
   config.token_lifetime = env("KUZZLE_TOKEN_LIFETIME", NULL);
+  config.psk_identity = env("KUZZLE_PSK_IDENTITY", NULL);
+  config.psk_key = env("KUZZLE_PSK_KEY", NULL);
   config.index = env("KUZZLE_INDEX", "iot");
   config.sensors = env("KUZZLE_SENSORS", "sensors");
   config.commands = env("KUZZLE_COMMANDS", "commands");
@@ -76,20 +81,23 @@ int main(int argc, char **argv) {
       {"username", required_argument, NULL, 'u'}, {"password", required_argument, NULL, 'P'},
       {"jwt", required_argument, NULL, 'j'},      {"index", required_argument, NULL, 'i'},
       {"token-lifetime", required_argument, NULL, 'L'},
+      {"psk-identity", required_argument, NULL, 'I'}, {"psk-key", required_argument, NULL, 'K'},
       {"sensors", required_argument, NULL, 's'},  {"commands", required_argument, NULL, 'c'},
       {"period-ms", required_argument, NULL, 't'}, {"max-time-s", required_argument, NULL, 'T'},
       {"max-docs", required_argument, NULL, 'n'}, {"verbose", required_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
   };
   int option;
-  while ((option = getopt_long(argc, argv, "H:p:u:P:j:L:i:s:c:t:T:n:v:h", options, NULL)) != -1) {
+  while ((option = getopt_long(argc, argv, "H:p:u:P:j:L:I:K:i:s:c:t:T:n:v:h", options, NULL)) != -1) {
     switch (option) {
       case 'H': config.host = optarg; break;
-      case 'p': config.port = (uint16_t)number(optarg, "port", 65535); break;
+      case 'p': port = optarg; break;
       case 'u': config.username = optarg; break;
       case 'P': config.password = optarg; break;
       case 'j': config.jwt = optarg; break;
       case 'L': config.token_lifetime = optarg; break;
+      case 'I': config.psk_identity = optarg; break;
+      case 'K': config.psk_key = optarg; break;
       case 'i': config.index = optarg; break;
       case 's': config.sensors = optarg; break;
       case 'c': config.commands = optarg; break;
@@ -105,6 +113,12 @@ int main(int argc, char **argv) {
     usage(argv[0]);
     return 2;
   }
+  int dtls = config.psk_identity != NULL;
+  if (dtls && (config.psk_key == NULL || config.psk_key[0] == '\0')) {
+    fprintf(stderr, "a PSK identity needs its key (--psk-key or KUZZLE_PSK_KEY)\n");
+    return 2;
+  }
+  config.port = (uint16_t)number(port != NULL ? port : dtls ? "5684" : "5683", "port", 65535);
   if (config.period_ms < KIOT_PERIOD_MIN_MS) {
     fprintf(stderr, "the period must be at least %d ms\n", KIOT_PERIOD_MIN_MS);
     return 2;

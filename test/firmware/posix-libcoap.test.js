@@ -9,6 +9,8 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { startKuzzleHost } = require('../kuzzle-host');
 
@@ -20,7 +22,12 @@ const ADMIN = { username: 'admin', password: 'Admin-Secret-1' };
 const INDEX = 'iot';
 // A short Max-Age, so that the device's silence rule (1.25 × Max-Age + 2 s) acts within the test.
 const MAX_AGE_S = 6;
-const COAP = { observe: { maxAge: MAX_AGE_S } };
+// coaps too, with device credentials from a file (a PSK identity mapped to the sensor user's API key).
+const credentialsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'firmware-coaps-'));
+const credentialsFile = path.join(credentialsDir, 'devices.json');
+fs.writeFileSync(credentialsFile, JSON.stringify({ devices: [] }));
+const COAP = { observe: { maxAge: MAX_AGE_S }, coaps: { enabled: true, credentials: { file: credentialsFile } } };
+const DTLS_DEVICE = { identity: 'sensor-1-dtls', psk: 'Sensor-1-Pre-Shared-Key' };
 
 let host;
 let adminJwt;
@@ -178,6 +185,7 @@ after(async () => {
   for (const device of devices) device.kill('SIGKILL');
   await Promise.all(devices.map((device) => device.exited));
   await host?.stop();
+  fs.rmSync(credentialsDir, { recursive: true, force: true });
 });
 
 test('the example builds with make against libcoap 3 and documents its options', () => {
@@ -406,16 +414,43 @@ test('a token that expires: the device logs in again 60 s before its end and ren
   await renewing.exited;
 });
 
+test('coaps with only a PSK identity: no login and no token in any request; the device reports as its Kuzzle user and gets a command', async () => {
+  const key = await api({ controller: 'security', action: 'createApiKey', userId: SENSOR.username, refresh: 'wait_for', body: { description: 'firmware coaps' } });
+  const reloads = async () => (await host.kuzzle.coapStats()).credentials[0].reloads;
+  const before = await reloads();
+  fs.writeFileSync(`${credentialsFile}.next`, JSON.stringify({ devices: [{ identity: DTLS_DEVICE.identity, psk: DTLS_DEVICE.psk, apiKey: key._source.token }] }));
+  fs.renameSync(`${credentialsFile}.next`, credentialsFile);
+  for (let waited = 0; (await reloads()) === before; waited += 100) {
+    assert.ok(waited < 8000, 'the plugin reloaded the credentials file');
+    await sleep(100);
+  }
+  const count = (await sensorDocuments()).length;
+  const secure = new Device(['-p', String(host.coapsPort), '-I', DTLS_DEVICE.identity, '-t', '500', '-T', '60'], { KUZZLE_PSK_KEY: DTLS_DEVICE.psk });
+  await secure.waitFor(new RegExp(`^start host=\\S+ port=${host.coapsPort} .* auth=dtls_identity transport=dtls-psk `));
+  const registered = await secure.waitFor(/^observe registered seq=\d+ /);
+  await secure.waitFor(/^report sent n=3 /, { timeoutMs: 10000 });
+  const documents = (await sensorDocuments()).slice(count);
+  assert.ok(documents.length >= 3, `${documents.length} new documents`);
+  for (const document of documents) assert.equal(document._kuzzle_info.author, SENSOR.username, 'created as the user the PSK identity names');
+  const id = await sendCommand(400);
+  await secure.waitFor(new RegExp(`^period changed old_ms=500 new_ms=400 command=${id}$`), { from: registered.index });
+  assert.equal(secure.matches(/^login /).length, 0, 'no login on coaps');
+  const { secureTransport } = await host.kuzzle.coapStats();
+  assert.ok(secureTransport.dtls.sessions >= 1 && secureTransport.dtls.handshakesOk >= 1, JSON.stringify(secureTransport.dtls));
+  secure.kill('SIGTERM');
+  await secure.exited;
+});
+
 test('Kuzzle killed and started again on the same ports, storage and Redis recreated: within 60 s of its restart the device registers again, reports and gets a command', async () => {
   const survivor = new Device(['-u', SENSOR.username, '-t', '500', '-T', '180'], { KUZZLE_PASSWORD: SENSOR.password });
   await survivor.waitFor(/^observe registered /);
   await survivor.waitFor(/^report sent /);
-  const { httpPort, coapPort } = host;
+  const { httpPort, coapPort, coapsPort } = host;
   process.kill(host.kuzzle.pid, 'SIGKILL'); // a crash: no final notification tells the device
   await host.stop();
   const from = survivor.lines.length;
   await sleep(2000);
-  host = await startKuzzleHost({ port: httpPort, coap: { ...COAP, port: coapPort } });
+  host = await startKuzzleHost({ port: httpPort, coap: { ...COAP, port: coapPort, coaps: { ...COAP.coaps, port: coapsPort } } });
   const restarted = Date.now();
   await provision();
   const timeoutMs = 60000 - (Date.now() - restarted);
