@@ -31,10 +31,11 @@ export interface CoapsConfig {
   credentials: {
     /** A JSON file of device credentials, reloaded when it changes. */
     file: string | null;
-    /** A Kuzzle collection of device credentials, read with `apiKey`. */
+    /** A Kuzzle collection of device credentials, read with the service API key `apiKey` (or the one in `apiKeyFile`). */
     index: string | null;
     collection: string | null;
     apiKey: string | null;
+    apiKeyFile: string | null;
     cacheSize: number;
     cacheTtlMs: number;
   };
@@ -120,7 +121,7 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
     privateKey: null,
     ca: null,
     verifyClient: 'none',
-    credentials: { file: null, index: null, collection: null, apiKey: null, cacheSize: 10_000, cacheTtlMs: 60_000 },
+    credentials: { file: null, index: null, collection: null, apiKey: null, apiKeyFile: null, cacheSize: 10_000, cacheTtlMs: 60_000 },
   },
 });
 
@@ -250,6 +251,7 @@ const RULES: Rules = {
       index: optionalString,
       collection: optionalString,
       apiKey: optionalString,
+      apiKeyFile: optionalString,
       cacheSize: number(1, 10_000_000),
       cacheTtlMs: number(1000, 86_400_000),
     },
@@ -283,9 +285,10 @@ export function resolveConfig(given: unknown, path = 'server.protocols.coap'): C
   if (coaps.enabled) {
     if ((coaps.certificate === null) !== (coaps.privateKey === null)) throw new ConfigError(`${path}.coaps.certificate and ${path}.coaps.privateKey go together`);
     if (coaps.verifyClient !== 'none' && coaps.ca === null) throw new ConfigError(`${path}.coaps.verifyClient needs ${path}.coaps.ca, the CA client certificates are verified against`);
-    const { file, index, collection, apiKey } = coaps.credentials;
-    const inKuzzle = [index, collection, apiKey].filter((value) => value !== null).length;
-    if (inKuzzle !== 0 && inKuzzle !== 3) throw new ConfigError(`${path}.coaps.credentials.index, .collection and .apiKey go together (a Kuzzle collection of device credentials, read with that API key)`);
+    const { file, index, collection, apiKey, apiKeyFile } = coaps.credentials;
+    if (apiKey !== null && apiKeyFile !== null) throw new ConfigError(`${path}.coaps.credentials: give apiKey or apiKeyFile, not both`);
+    const inKuzzle = [index, collection, apiKey ?? apiKeyFile].filter((value) => value !== null).length;
+    if (inKuzzle !== 0 && inKuzzle !== 3) throw new ConfigError(`${path}.coaps.credentials.index, .collection and .apiKey (or .apiKeyFile) go together (a Kuzzle collection of device credentials, read with that API key)`);
     if (file === null && inKuzzle === 0) throw new ConfigError(`${path}.coaps.credentials needs a file or a Kuzzle collection: without credentials no device can shake hands`);
     if (config.plain && coaps.port === config.port && coaps.port !== 0 && coaps.host === config.host) throw new ConfigError(`${path}.coaps.port is the plain CoAP port`);
   }

@@ -16,6 +16,7 @@ import { CoapServer, TransportLogger, TransportOptions } from '../coap/server';
 import type { DtlsSocket } from '../dtls/dtlsSocket';
 import { CONTENT_FORMAT } from '../codec/contentFormat';
 import { CoapConfig, ConfigError, Envelope, parseSize, resolveConfig } from '../config';
+import { CredentialCollection } from './credentialCollection';
 import { CredentialFile } from './credentialFile';
 import { CredentialStore, Credentials, DeviceCredential } from './credentials';
 import { Endpoint, Endpoints } from './endpoints';
@@ -59,6 +60,8 @@ class CoapProtocol {
   private secureServer: CoapServer | null = null;
   private secureSocket: DtlsSocket | null = null;
   private credentials: Credentials | null = null;
+  /** The connection the credential collection is read on. */
+  private serviceConnection: { entryPoint: EntryPoint; id: string } | null = null;
   private endpoints: Endpoints | null = null;
   private execute: Execute | null = null;
   private log: HostLog | null = null;
@@ -119,7 +122,7 @@ class CoapProtocol {
       if (config.coaps.enabled) {
         let secure: ReturnType<typeof createSecureSocket>;
         try {
-          secure = createSecureSocket(config, this.credentialsFor(config, context), this.transportLogger(context.log), socketError);
+          secure = createSecureSocket(config, this.credentialsFor(config, entryPoint, context), this.transportLogger(context.log), socketError);
         } catch (error) {
           throw new Error(`[${this.protocol}] coaps: ${(error as Error).message} (see ${section}.coaps)`);
         }
@@ -160,7 +163,7 @@ class CoapProtocol {
   }
 
   /** The device credential stores coaps reads; revoking one ends its sessions. */
-  private credentialsFor(config: CoapConfig, context: ProtocolContext): Credentials {
+  private credentialsFor(config: CoapConfig, entryPoint: EntryPoint, context: ProtocolContext): Credentials {
     const revoke = (gone: readonly DeviceCredential[]): void => {
       for (const credential of gone) {
         const ended = this.secureSocket?.endIdentity(credential.identity) ?? 0;
@@ -169,10 +172,19 @@ class CoapProtocol {
     };
     const log = { info: (message: string) => context.log.info(`[${this.protocol}] ${message}`), error: (message: string) => context.log.error(`[${this.protocol}] ${message}`) };
     const stores: CredentialStore[] = [];
-    const { file } = config.coaps.credentials;
+    const { file, index, collection, apiKey, apiKeyFile, cacheSize, cacheTtlMs } = config.coaps.credentials;
     if (file !== null) {
       const store = new CredentialFile(file, revoke, log);
       store.watch();
+      stores.push(store);
+    }
+    if (index !== null && collection !== null) {
+      // The reads run on a connection of their own, as the service API key's user.
+      const connection = new context.ClientConnection(this.protocol, ['127.0.0.1']);
+      entryPoint.newConnection(connection);
+      this.serviceConnection = { entryPoint, id: connection.id };
+      const store = new CredentialCollection({ index, collection, apiKey, apiKeyFile, cacheSize, cacheTtlMs }, this.execute as Execute, connection, revoke, log);
+      store.start();
       stores.push(store);
     }
     this.credentials = new Credentials(stores);
@@ -214,6 +226,8 @@ class CoapProtocol {
     await this.server?.close();
     await this.secureServer?.close();
     this.credentials?.close();
+    if (this.serviceConnection !== null) this.serviceConnection.entryPoint.removeConnection(this.serviceConnection.id);
+    this.serviceConnection = null;
     this.server = null;
     this.secureServer = null;
     this.secureSocket = null;

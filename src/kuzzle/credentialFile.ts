@@ -11,14 +11,10 @@
  */
 import fs from 'node:fs';
 import type { Security } from '../coap/datagramSocket';
-import type { CredentialStore, DeviceCredential } from './credentials';
+import { CredentialStore, DeviceCredential, credentialKey, credentialOf, sameCredential } from './credentials';
 
 /** How often the file's modification time is looked at (fs.watchFile: editors replace files, which fs.watch loses). */
 const POLL_MS = 1000;
-const MAX_PSK_BYTES = 64;
-const MAX_IDENTITY_BYTES = 256;
-
-const keyOf = (kind: Security['kind'], identity: string): string => `${kind}:${identity}`;
 
 function fail(path: string, message: string): never {
   throw new Error(`device credentials file ${path}: ${message}`);
@@ -37,32 +33,13 @@ export function parseCredentials(text: string, path: string): Map<string, Device
   const credentials = new Map<string, DeviceCredential>();
   devices.forEach((entry: unknown, i) => {
     const at = `devices[${i}]`;
-    if (typeof entry !== 'object' || entry === null) fail(path, `${at} must be an object`);
-    const { identity, subject, psk, pskHex, apiKey } = entry as Record<string, unknown>;
-    if (typeof apiKey !== 'string' || apiKey === '') fail(path, `${at}.apiKey must be a Kuzzle API key (a non-empty string)`);
-    let credential: DeviceCredential;
-    if (typeof subject === 'string' && subject !== '') {
-      if (identity !== undefined || psk !== undefined || pskHex !== undefined) fail(path, `${at}: a certificate subject takes no identity or psk`);
-      credential = { kind: 'certificate', identity: subject, psk: null, apiKey };
-    } else {
-      if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > MAX_IDENTITY_BYTES) {
-        fail(path, `${at}.identity must be a PSK identity of 1 to ${MAX_IDENTITY_BYTES} bytes (or give a certificate "subject")`);
-      }
-      const key = typeof psk === 'string' ? Buffer.from(psk, 'utf8')
-        : typeof pskHex === 'string' && /^([0-9a-f]{2})+$/i.test(pskHex) ? Buffer.from(pskHex, 'hex') : null;
-      if (key === null || (psk !== undefined && pskHex !== undefined)) fail(path, `${at} needs one of "psk" (text) or "pskHex" (hex digits)`);
-      if (key.length === 0 || key.length > MAX_PSK_BYTES) fail(path, `${at}: the key must be 1 to ${MAX_PSK_BYTES} bytes`);
-      credential = { kind: 'psk', identity, psk: key, apiKey };
-    }
-    const key = keyOf(credential.kind, credential.identity);
+    const credential = credentialOf(entry);
+    if (typeof credential === 'string') fail(path, `${at}${credential}`);
+    const key = credentialKey(credential.kind, credential.identity);
     if (credentials.has(key)) fail(path, `${at}: ${credential.kind} ${JSON.stringify(credential.identity)} appears twice`);
     credentials.set(key, credential);
   });
   return credentials;
-}
-
-function same(a: DeviceCredential, b: DeviceCredential): boolean {
-  return a.apiKey === b.apiKey && (a.psk === null ? b.psk === null : b.psk !== null && a.psk.equals(b.psk));
 }
 
 export class CredentialFile implements CredentialStore {
@@ -87,7 +64,7 @@ export class CredentialFile implements CredentialStore {
   }
 
   get(kind: Security['kind'], identity: string): DeviceCredential | null {
-    return this.credentials.get(keyOf(kind, identity)) ?? null;
+    return this.credentials.get(credentialKey(kind, identity)) ?? null;
   }
 
   fetch(): Promise<void> {
@@ -119,7 +96,7 @@ export class CredentialFile implements CredentialStore {
     }
     const gone = [...this.credentials.entries()].filter(([key, old]) => {
       const now = next.get(key);
-      return now === undefined || !same(old, now);
+      return now === undefined || !sameCredential(old, now);
     }).map(([, old]) => old);
     this.credentials = next;
     this.reloads++;

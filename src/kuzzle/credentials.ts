@@ -19,6 +19,40 @@ export interface DeviceCredential {
   readonly apiKey: string;
 }
 
+const MAX_PSK_BYTES = 64;
+const MAX_IDENTITY_BYTES = 256;
+
+/** Names a credential in the stores: its kind and identity ("psk:sensor-1", "certificate:CN=sensor-3"). */
+export function credentialKey(kind: Security['kind'], identity: string): string {
+  return `${kind}:${identity}`;
+}
+
+export function sameCredential(a: DeviceCredential, b: DeviceCredential): boolean {
+  return a.apiKey === b.apiKey && (a.psk === null ? b.psk === null : b.psk !== null && a.psk.equals(b.psk));
+}
+
+/**
+ * A credential from its stored form, `{identity, psk | pskHex, apiKey}` or `{subject, apiKey}`;
+ * a string saying what is wrong (to follow the entry's name) when it is not one.
+ */
+export function credentialOf(entry: unknown): DeviceCredential | string {
+  if (typeof entry !== 'object' || entry === null) return ' must be an object';
+  const { identity, subject, psk, pskHex, apiKey } = entry as Record<string, unknown>;
+  if (typeof apiKey !== 'string' || apiKey === '') return '.apiKey must be a Kuzzle API key (a non-empty string)';
+  if (typeof subject === 'string' && subject !== '') {
+    if (identity !== undefined || psk !== undefined || pskHex !== undefined) return ': a certificate subject takes no identity or psk';
+    return { kind: 'certificate', identity: subject, psk: null, apiKey };
+  }
+  if (typeof identity !== 'string' || identity === '' || Buffer.byteLength(identity) > MAX_IDENTITY_BYTES) {
+    return `.identity must be a PSK identity of 1 to ${MAX_IDENTITY_BYTES} bytes (or give a certificate "subject")`;
+  }
+  const key = typeof psk === 'string' ? Buffer.from(psk, 'utf8')
+    : typeof pskHex === 'string' && /^([0-9a-f]{2})+$/i.test(pskHex) ? Buffer.from(pskHex, 'hex') : null;
+  if (key === null || (psk !== undefined && pskHex !== undefined)) return ' needs one of "psk" (text) or "pskHex" (hex digits)';
+  if (key.length === 0 || key.length > MAX_PSK_BYTES) return `: the key must be 1 to ${MAX_PSK_BYTES} bytes`;
+  return { kind: 'psk', identity, psk: key, apiKey };
+}
+
 /** One source of credentials. */
 export interface CredentialStore {
   /** The credential if known now; null: known not to exist; undefined: not in memory, `fetch` first. */

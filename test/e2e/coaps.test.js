@@ -19,7 +19,7 @@ const { dtls } = require('node-dtls-client');
 const coapPacket = require('coap-packet');
 const { startKuzzleHost } = require('../kuzzle-host');
 const { createTestPki } = require('../support/certificates');
-const { killAll, spawnCoapClient } = require('../support/peers');
+const { coapClient, killAll, spawnCoapClient } = require('../support/peers');
 const { createUdpProxy } = require('../support/udpProxy');
 const { coapJson, kuzzleHttp, waitUntil } = require('./helpers');
 
@@ -70,7 +70,8 @@ before(async () => {
         privateKey: pki.server.key,
         ca: pki.ca,
         verifyClient: 'require',
-        credentials: { file: credentialsFile },
+        // Both stores: the file first, then a Kuzzle collection read with a service API key from a file.
+        credentials: { file: credentialsFile, index: 'devices', collection: 'credentials', apiKeyFile: path.join(dir, 'service.key'), cacheTtlMs: 2000 },
       },
     },
   });
@@ -89,6 +90,12 @@ before(async () => {
   const before = await reloads();
   writeCredentials(allCredentials());
   await reloaded(before);
+
+  await http.ok({ controller: 'index', action: 'create', index: 'devices' });
+  await http.ok({ controller: 'collection', action: 'create', index: 'devices', collection: 'credentials' });
+  await http.ok({ controller: 'security', action: 'createUser', _id: 'coap-service', body: { content: { profileIds: ['default'] } } });
+  const service = await http.ok({ controller: 'security', action: 'createApiKey', userId: 'coap-service', refresh: 'wait_for', body: { description: 'coaps credentials reader' } });
+  fs.writeFileSync(path.join(dir, 'service.key'), service._source.token);
 });
 
 after(async () => {
@@ -250,6 +257,50 @@ test('X.509 on the same listener: a CA-signed client certificate runs as its sub
   const stats = await dtlsStats();
   assert.ok((stats.handshakesFailed.no_certificate ?? 0) > (before.handshakesFailed.no_certificate ?? 0), JSON.stringify(stats.handshakesFailed));
   assert.ok((stats.handshakesFailed.bad_certificate ?? 0) > (before.handshakesFailed.bad_certificate ?? 0), JSON.stringify(stats.handshakesFailed));
+});
+
+test('a credential in the Kuzzle collection: fetched during the handshake, the device runs as its user; deleted, its live session ends within cacheTtlMs', async () => {
+  const identity = 'device-2';
+  await http.ok({ controller: 'security', action: 'createUser', _id: identity, body: { content: { profileIds: ['default'] } } });
+  const key = await http.ok({ controller: 'security', action: 'createApiKey', userId: identity, refresh: 'wait_for', body: { description: 'coaps device-2' } });
+  await http.ok({
+    controller: 'document', action: 'create', index: 'devices', collection: 'credentials', _id: `psk:${identity}`, refresh: 'wait_for',
+    body: { identity, psk: 'device-2-secret', apiKey: key._source.token },
+  });
+  const device2 = psk({ identity, key: 'device-2-secret' });
+  const me = await coapJson(url('/api/auth/getCurrentUser'), { binary: 'coap-client-gnutls', extra: device2 });
+  assert.equal(me.body.result._id, identity);
+  const stats = (await host.kuzzle.coapStats()).credentials[1];
+  assert.equal(stats.collection, 'devices/credentials');
+  assert.ok(stats.fetched >= 1 && stats.cached >= 1, JSON.stringify(stats));
+
+  const observer = spawnCoapClient(['-s', '30', '-B', '30', '-w', '-A', '50', '-m', 'get', ...device2,
+    url(`/api/realtime/subscribe?index=${INDEX}&collection=${COLLECTION}`)], { binary: 'coap-client-openssl' });
+  try {
+    const registered = await observer.waitLine((line) => /"roomId"/.test(line.text), 8000);
+    const { roomId } = JSON.parse(registered.text).result;
+    const subscribers = async () => (await http.ok({ controller: 'realtime', action: 'count', body: { roomId } })).count;
+    assert.equal(await subscribers(), 1);
+    const before = await dtlsStats();
+    await http.ok({ controller: 'document', action: 'delete', index: 'devices', collection: 'credentials', _id: `psk:${identity}`, refresh: 'wait_for' });
+    const deleted = Date.now();
+    assert.ok(await waitUntil(async () => (await dtlsStats()).revoked > before.revoked, 6000), 'the session ended');
+    assert.ok(Date.now() - deleted < 2000 + 1500, `within cacheTtlMs: ${Date.now() - deleted} ms`);
+    assert.ok(await waitUntil(async () => (await subscribers()) === 0, 3000), 'its Kuzzle subscription ended with the session');
+    const refused = await coapJson(url('/api/auth/getCurrentUser'), { binary: 'coap-client-openssl', extra: device2, timeoutMs: 15000 }).catch((error) => ({ error }));
+    assert.ok(refused.error, 'no answer once the credential is deleted');
+  } finally {
+    await observer.kill();
+  }
+});
+
+test('/.well-known/core over coaps lists the same resources as over plain CoAP', async () => {
+  const get = (binary, base, extra = []) => coapClient(['-m', 'get', '-B', '5', ...extra, `${base}/.well-known/core`], { binary });
+  const secure = await get('coap-client-openssl', `coaps://127.0.0.1:${host.coapsPort}`, psk());
+  const plain = await get('coap-client-notls', `coap://127.0.0.1:${host.coapPort}`);
+  const links = (run) => run.stdout.toString().split('\n').filter((line) => line.startsWith('<')).join('\n');
+  assert.match(links(plain), /<\/api>/);
+  assert.equal(links(secure), links(plain));
 });
 
 /** The first datagram node-dtls-client sends: a ClientHello without cookie. */

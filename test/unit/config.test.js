@@ -53,11 +53,14 @@ test('coaps: off by default; on, it needs credentials, and its options are check
   assert.equal(ok.plain, false);
   assert.equal(ok.coaps.credentials.file, '/etc/kuzzle/devices.json');
   assert.equal(ok.coaps.credentials.cacheTtlMs, DEFAULT_CONFIG.coaps.credentials.cacheTtlMs);
+  const inKuzzle = resolveConfig({ coaps: { enabled: true, credentials: { index: 'devices', collection: 'credentials', apiKeyFile: '/run/secrets/coap' } } });
+  assert.equal(inKuzzle.coaps.credentials.apiKeyFile, '/run/secrets/coap');
   const file = { file: 'devices.json' };
   const cases = [
     [{ plain: false }, /plain is false and server\.protocols\.coap\.coaps\.enabled too: nothing would listen/],
     [{ coaps: { enabled: true } }, /coaps\.credentials needs a file or a Kuzzle collection/],
-    [{ coaps: { enabled: true, credentials: { index: 'devices' } } }, /credentials\.index, \.collection and \.apiKey go together/],
+    [{ coaps: { enabled: true, credentials: { index: 'devices' } } }, /credentials\.index, \.collection and \.apiKey \(or \.apiKeyFile\) go together/],
+    [{ coaps: { enabled: true, credentials: { index: 'i', collection: 'c', apiKey: 'k', apiKeyFile: 'f' } } }, /give apiKey or apiKeyFile, not both/],
     [{ coaps: { enabled: true, credentials: file, certificate: 'server.crt' } }, /coaps\.certificate and server\.protocols\.coap\.coaps\.privateKey go together/],
     [{ coaps: { enabled: true, credentials: file, verifyClient: 'require' } }, /verifyClient needs server\.protocols\.coap\.coaps\.ca/],
     [{ coaps: { enabled: true, credentials: file, verifyClient: 'always' } }, /verifyClient must be one of "none", "optional", "require"/],
