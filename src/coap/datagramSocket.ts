@@ -13,6 +13,11 @@ import net from 'node:net';
 export interface Security {
   readonly kind: 'psk' | 'certificate';
   readonly identity: string;
+  /**
+   * Numbers the session: state kept per endpoint (deduplicated answers, the Kuzzle connection and
+   * its bound token) belongs to one session, never to the next one at the same address and port.
+   */
+  readonly session: number;
 }
 
 export interface Source {
@@ -25,13 +30,11 @@ export interface Source {
 
 export interface SocketEvents {
   datagram(datagram: Buffer, from: Source): void;
-  /** The security association with this endpoint ended (DTLS): what was bound to it ends too (RFC 7252 §9.1). */
-  ended(address: string, port: number): void;
+  /** The security association of this source ended (DTLS): what was bound to it ends too (RFC 7252 §9.1). */
+  ended(from: Source): void;
 }
 
 export interface DatagramSocket {
-  /** 'coap' or 'coaps': names the endpoints of this socket apart from the other's. */
-  readonly scheme: 'coap' | 'coaps';
   /** Resolves once it listens; rejects with a readable reason (port in use, bad address). */
   open(events: SocketEvents): Promise<{ address: string; port: number }>;
   /** Never throws for a bad destination: the error goes to `onSent`, now or later. */
@@ -90,7 +93,6 @@ export function closeUdp(socket: dgram.Socket | null): Promise<void> {
 
 /** Plain CoAP over UDP. */
 export class UdpSocket implements DatagramSocket {
-  readonly scheme = 'coap';
   private socket: dgram.Socket | null = null;
 
   constructor(

@@ -57,9 +57,21 @@ export interface MessageEvents {
   reset(peer: Peer, messageId: number): void;
   /** A peer was forgotten: what the layers above hold for it ends. */
   dropped(peer: Peer): void;
+  /** The DTLS session of a peer ended: it will never be heard from again. */
+  ended(peer: Peer): void;
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * Names an endpoint in every per-endpoint map. Over DTLS the session is part of it: a device that
+ * shakes hands again at the same address and port starts afresh (RFC 7252 §9.1: the session is the
+ * endpoint), and is never answered from the previous session's deduplication cache.
+ */
+function keyOf(source: Source): string {
+  const { security } = source;
+  return security === null ? `${source.address}|${source.port}` : `coaps|${security.session}|${source.address}|${source.port}`;
+}
 
 /** Names a message ID of one endpoint: deduplication and retransmission are keyed by it. */
 function messageKey(remote: Remote, messageId: number): string {
@@ -138,7 +150,7 @@ export class MessageLayer {
       this.rejectMalformed(datagram, rinfo, (error as Error).message);
       return;
     }
-    const key = this.keyOf(rinfo.address, rinfo.port);
+    const key = keyOf(rinfo);
     if (message.type === Type.ACK || message.type === Type.RST) this.settle(message, key);
     else this.request(message, datagram.length, rinfo, key);
   }
@@ -408,10 +420,12 @@ export class MessageLayer {
     this.peers.sweep(at, this.options.peerIdleMs);
   }
 
-  /** The security association with an endpoint ended: its peer, and what the layers above hold for it, go too. */
-  endPeer(address: string, port: number): void {
-    const peer = this.peers.get(this.keyOf(address, port));
-    if (peer !== undefined) this.peers.drop(peer);
+  /** The security association of a source ended: its peer, and what the layers above hold for it, go too. */
+  endPeer(source: Source): void {
+    const peer = this.peers.get(keyOf(source));
+    if (peer === undefined) return;
+    this.peers.drop(peer);
+    this.up.ended(peer);
   }
 
   close(): void {
@@ -445,10 +459,6 @@ export class MessageLayer {
     if (error) this.sendFailed(error);
   };
 
-  /** Names an endpoint in every per-endpoint map; a coaps endpoint apart from a plain one at the same address. */
-  private keyOf(address: string, port: number): string {
-    return this.socket?.scheme === 'coaps' ? `coaps|${address}|${port}` : `${address}|${port}`;
-  }
 
   private sendFailed(error: unknown): void {
     this.counters.sendErrors++;

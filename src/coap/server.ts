@@ -21,7 +21,7 @@ import { now } from './clock';
 import { Option, Type } from './constants';
 import type { DatagramSocket, Source } from './datagramSocket';
 import type { DeduplicationLimits } from './deduplication';
-import type { CoapResponse, Exchange, Responder } from './exchange';
+import type { CoapResponse, Exchange, Remote, Responder } from './exchange';
 import type { Link } from './linkFormat';
 import { CoapOption, encodeMessage, encodeUint, withOption } from './message';
 import { ErrorFormatter, MessageLayer, TransportLogger } from './messageLayer';
@@ -79,6 +79,8 @@ export class CoapServer implements Responder, NotificationWire {
     handler: RequestHandler,
     private readonly log: TransportLogger,
     formatError: ErrorFormatter = diagnosticError,
+    /** A DTLS session ended: the application forgets what it keeps for that endpoint. */
+    onSessionEnded: (remote: Remote) => void = () => {},
   ) {
     this.observers = new ObserveLayer(options.observe, this);
     this.maxAge = options.observe.maxAge === 0 ? null : encodeUint(options.observe.maxAge);
@@ -86,6 +88,7 @@ export class CoapServer implements Responder, NotificationWire {
       request: (exchange) => this.blocks.request(exchange),
       reset: (peer, messageId) => this.observers.reset(peer, messageId),
       dropped: (peer) => this.observers.endPeer(peer, 'dropped'),
+      ended: (peer) => onSessionEnded(peer),
     }, this, log, formatError);
     this.blocks = new BlockwiseLayer(options, {
       request: (exchange) => this.resources.request(exchange),
@@ -100,7 +103,7 @@ export class CoapServer implements Responder, NotificationWire {
     this.message.attach(this.socket);
     const bound = await this.socket.open({
       datagram: (datagram, from) => this.receive(datagram, from),
-      ended: (address, port) => this.message.endPeer(address, port),
+      ended: (source) => this.message.endPeer(source),
     });
     this.ticker = setInterval(() => this.tick(), this.options.tickMs);
     this.ticker.unref();

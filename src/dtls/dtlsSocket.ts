@@ -73,7 +73,6 @@ function failureReason(error: string | null): string {
 }
 
 export class DtlsSocket implements DatagramSocket {
-  readonly scheme = 'coaps';
   private readonly native: DtlsNative;
   private readonly context: NativeContext;
   private listener: NativeListener;
@@ -86,6 +85,8 @@ export class DtlsSocket implements DatagramSocket {
   private secretSince = now();
   private ticker: NodeJS.Timeout | null = null;
   private lastSweep = 0;
+  /** Numbers the sessions (Security.session). */
+  private sessionSerial = 0;
   private readonly counters = {
     cookieRounds: 0,
     handshakesOk: 0,
@@ -305,9 +306,10 @@ export class DtlsSocket implements DatagramSocket {
     this.handshaking.delete(session);
     const info = this.native.info(session.handle);
     const pskIdentity = info.identity === null ? null : decodeIdentity(info.identity);
+    const serial = ++this.sessionSerial;
     const security: Security | null = info.subject !== null
-      ? { kind: 'certificate', identity: info.subject }
-      : pskIdentity !== null ? { kind: 'psk', identity: pskIdentity } : null;
+      ? { kind: 'certificate', identity: info.subject, session: serial }
+      : pskIdentity !== null ? { kind: 'psk', identity: pskIdentity, session: serial } : null;
     if (security === null) {
       // No identity the layers above can name (a PSK identity that is not UTF-8 has no credential).
       this.fail(session, 'no_identity');
@@ -359,7 +361,7 @@ export class DtlsSocket implements DatagramSocket {
     this.native.free(session.handle);
     this.handshaking.delete(session);
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
-    if (session.established) this.events?.ended(session.address, session.port);
+    if (session.source !== null) this.events?.ended(session.source);
   }
 
   private output(datagrams: Buffer[], to: { address: string; port: number }): void {

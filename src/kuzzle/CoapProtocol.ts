@@ -148,7 +148,9 @@ class CoapProtocol {
   private createServer(socket: DatagramSocket, options: TransportOptions, log: HostLog): CoapServer {
     return new CoapServer(socket, options, (exchange) => this.handle(exchange), this.transportLogger(log),
       (exchange, code, reason, message) =>
-        pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR));
+        pluginError(code, `network.coap.${reason}`, message, this.envelope(exchange), responseFormat(exchange.accept) ?? CONTENT_FORMAT.CBOR),
+      // A coaps device's Kuzzle connection ends with its DTLS session.
+      (remote) => this.endpoints?.removeKey(remote.key));
   }
 
   private async listen(server: CoapServer, scheme: string, where: string): Promise<{ address: string; port: number }> {

@@ -105,6 +105,11 @@ export class Endpoints {
     return this.byConnectionId.get(connectionId);
   }
 
+  removeKey(key: string): void {
+    const endpoint = this.byKey.get(key);
+    if (endpoint !== undefined) this.remove(endpoint);
+  }
+
   /** Forgets an endpoint and tells Kuzzle its connection is gone. */
   remove(endpoint: Endpoint): void {
     if (this.byKey.get(endpoint.remote.key) !== endpoint) return;
