@@ -70,7 +70,7 @@ export function loadNative(): DtlsNative {
   try {
     loaded = require(ADDON) as DtlsNative;
   } catch (error) {
-    throw new Error(`coaps needs this plugin's native DTLS addon (${ADDON}), which could not be loaded: ${(error as Error).message}. `
+    throw new Error(`the native DTLS addon of this plugin (${ADDON}) could not be loaded: ${(error as Error).message}. `
       + 'Build it in the plugin\'s directory with `npm run build:native` (it needs python3, make and g++: '
       + '`apt-get install python3 make g++`), or disable coaps (coaps.enabled: false). Plain CoAP is never used instead.');
   }
