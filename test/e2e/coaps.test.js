@@ -124,6 +124,11 @@ for (const binary of CLIENTS) {
   });
 }
 
+test('a token sent over coaps wins over the identity\'s API key, as on plain CoAP', async () => {
+  const me = await coapJson(url('/api/auth/getCurrentUser'), { binary: 'coap-client-openssl', extra: psk(), jwt: certApiKey });
+  assert.equal(me.body.result._id, CERT_DEVICE.kuid);
+});
+
 test('coap-client-openssl: a block-wise answer larger than one DTLS record arrives whole', async () => {
   const big = { text: 'x'.repeat(5000) };
   const { _id } = await http.ok({ controller: 'document', action: 'create', index: INDEX, collection: COLLECTION, body: big, refresh: 'wait_for' });
