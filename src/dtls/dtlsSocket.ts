@@ -201,10 +201,12 @@ export class DtlsSocket implements DatagramSocket {
     }
     const key = `${rinfo.address}|${rinfo.port}`;
     const session = this.sessions.get(key);
-    // An epoch-0 ClientHello to an established session: the device restarted on the same port.
-    // OpenSSL would drop it; the listener answers it, and a new session replaces the old one.
-    // A late copy of the ClientHello that opened the session (same random) is only a duplicate.
-    if (session !== undefined && !(session.established && isClientHello(datagram) && !this.repeatsHello(session, datagram))) {
+    // A ClientHello with a new random: the device restarted on the same port, its session
+    // established or not. OpenSSL would drop it; the listener answers it, and a new session replaces
+    // the old one. A copy of the ClientHello that opened the session (same random) is only a
+    // retransmission or a late duplicate: it goes to the session.
+    const restarted = session !== undefined && isClientHello(datagram) && !this.repeatsHello(session, datagram);
+    if (session !== undefined && !restarted) {
       this.feed(session, datagram);
       return;
     }

@@ -100,6 +100,17 @@ test('a device that restarts on the same port gets a new session; the old one en
   assert.equal(server.ended.length, 1);
 });
 
+test('a device that restarts during its handshake (a wrong key, then the right one, from the same port) is not held until the deadline', async () => {
+  const server = await echoServer({ handshakeTimeoutMs: 10000 });
+  const listenPort = await freePort();
+  await assert.rejects(client(server.port, { listenPort, key: 'not-the-key', timeout: 1500 }));
+  assert.equal(server.stats().handshaking, 1, 'the first handshake is still waiting for its deadline');
+  const second = await client(server.port, { listenPort, timeout: 3000 });
+  assert.equal(await second.ask('x'), 'dev-a:x');
+  assert.equal(server.stats().replaced, 1);
+  assert.equal(server.stats().handshaking, 0);
+});
+
 test('a late copy of the ClientHello that opened a session, and forged short records, leave it alone', async () => {
   const server = await echoServer();
   const hellos = [];
