@@ -61,6 +61,7 @@
 #define MAX_SECRET 1024
 #define MAX_CIPHER_LIST 4096
 #define READ_CHUNK 16384       /* SSL3_RT_MAX_PLAIN_LENGTH: one record's plaintext */
+#define MAX_RECORDS_PER_DATAGRAM (MAX_DATAGRAM / 13) /* empty ones included: 13-byte headers at least */
 #define SESSION_COST 36000     /* malloc'd bytes of an idle session (measured): told to V8 so
                                   that sessions dropped without free() still press the GC */
 
@@ -1003,8 +1004,14 @@ static napi_value js_feed(napi_env env, napi_callback_info info) {
   }
   if (conn->state == ST_HANDSHAKING && SSL_is_init_finished(conn->ssl)) conn->state = ST_ESTABLISHED;
   /* Every application record of the datagram, until WANT_READ. */
-  while (ok && conn->state == ST_ESTABLISHED) {
+  for (int records = 0; ok && conn->state == ST_ESTABLISHED && records < MAX_RECORDS_PER_DATAGRAM; records++) {
     int n = SSL_read(conn->ssl, plain, sizeof plain);
+    if (n == 0 && SSL_get_error(conn->ssl, n) == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
+        (SSL_get_shutdown(conn->ssl) & SSL_RECEIVED_SHUTDOWN) == 0) {
+      /* An empty application record (legal, RFC 5246 6.2.1): OpenSSL returns 0 for it as if the
+       * transport had failed. Nothing to deliver; the next record follows. */
+      continue;
+    }
     if (n <= 0) {
       settle(conn, n, "read failed");
       break;

@@ -21,7 +21,7 @@ import { now } from '../coap/clock';
 import { DatagramSocket, Security, SocketEvents, bindUdp, closeUdp, familyOf, sendUdp } from '../coap/datagramSocket';
 import { unanswerableSource } from '../coap/sourceAddress';
 import { DtlsNative, NativeContext, NativeListener, NativeSession, SessionState, loadNative } from './native';
-import { clientRandomOf, decodeIdentity, isClientHello, pskIdentityOf, startsInClear } from './records';
+import { clientRandomOf, decodeIdentity, isApplicationData, isClientHello, pskIdentityOf, startsInClear } from './records';
 import { DtlsSession, MAX_HELD } from './session';
 
 export interface DtlsOptions {
@@ -79,6 +79,8 @@ export class DtlsSocket implements DatagramSocket {
   private socket: dgram.Socket | null = null;
   private events: SocketEvents | null = null;
   private readonly sessions = new Map<string, DtlsSession>();
+  /** Handshakes under way that will replace an established session at the same endpoint. */
+  private readonly replacements = new Map<string, DtlsSession>();
   /** Sessions still in their handshake: the tick looks at these only. */
   private readonly handshaking = new Set<DtlsSession>();
   private secret = crypto.randomBytes(32);
@@ -170,7 +172,7 @@ export class DtlsSocket implements DatagramSocket {
     this.ticker = null;
     const socket = this.socket;
     const pending: Promise<void>[] = [];
-    for (const session of [...this.sessions.values()]) {
+    for (const session of [...this.sessions.values(), ...this.replacements.values()]) {
       pending.push(new Promise((resolve) => this.end(session, true, resolve)));
     }
     this.socket = null;
@@ -180,7 +182,8 @@ export class DtlsSocket implements DatagramSocket {
   }
 
   get stats(): Record<string, unknown> {
-    return { dtls: { sessions: this.sessions.size - this.handshaking.size, handshaking: this.handshaking.size, ...this.counters } };
+    const all = this.sessions.size + this.replacements.size;
+    return { dtls: { sessions: all - this.handshaking.size, handshaking: this.handshaking.size, ...this.counters } };
   }
 
   // ---- receiving -------------------------------------------------------
@@ -200,13 +203,15 @@ export class DtlsSocket implements DatagramSocket {
       return;
     }
     const key = `${rinfo.address}|${rinfo.port}`;
+    // While a new handshake is under way to replace an established session, its traffic goes to
+    // it, and application data still to the session in place.
+    const next = this.replacements.get(key);
+    if (next !== undefined && !isApplicationData(datagram) && !this.startsAnother(next, datagram)) {
+      this.feed(next, datagram);
+      return;
+    }
     const session = this.sessions.get(key);
-    // A ClientHello with a new random: the device restarted on the same port, its session
-    // established or not. OpenSSL would drop it; the listener answers it, and a new session replaces
-    // the old one. A copy of the ClientHello that opened the session (same random) is only a
-    // retransmission or a late duplicate: it goes to the session.
-    const restarted = session !== undefined && isClientHello(datagram) && !this.repeatsHello(session, datagram);
-    if (session !== undefined && !restarted) {
+    if (session !== undefined && !this.startsAnother(session, datagram)) {
       this.feed(session, datagram);
       return;
     }
@@ -229,18 +234,31 @@ export class DtlsSocket implements DatagramSocket {
     this.accept(handle, key, rinfo, session, clientRandomOf(datagram));
   }
 
-  private repeatsHello(session: DtlsSession, datagram: Buffer): boolean {
+  /**
+   * A ClientHello with a new random: the device restarted on the same port, during its handshake
+   * or after it. OpenSSL would drop it; the listener answers it. A copy of the ClientHello that
+   * opened the session (same random) is a retransmission or a late duplicate: the session's.
+   */
+  private startsAnother(session: DtlsSession, datagram: Buffer): boolean {
+    if (!isClientHello(datagram)) return false;
     const random = clientRandomOf(datagram);
-    return random !== null && session.clientRandom !== null && random.equals(session.clientRandom);
+    return random === null || session.clientRandom === null || !random.equals(session.clientRandom);
   }
 
-  /** A ClientHello returned its cookie: the endpoint receives at its address, and gets a session if there is room. */
+  /**
+   * A ClientHello returned its cookie: the endpoint receives at its address, and gets a session if
+   * there is room. An established session at that address stays until the new one is established:
+   * a replayed ClientHello, even with its cookie, cannot end it.
+   */
   private accept(handle: NativeSession, key: string, rinfo: dgram.RemoteInfo, previous: DtlsSession | undefined, clientRandom: Buffer | null): void {
-    if (previous !== undefined) {
+    const replacing = previous !== undefined && previous.established;
+    if (previous !== undefined && !replacing) {
       this.counters.replaced++;
       this.end(previous, false);
     }
-    if (this.sessions.size >= this.options.maxSessions || this.handshaking.size >= this.options.maxHandshakes) {
+    const pending = this.replacements.get(key);
+    if (pending !== undefined) this.end(pending, false);
+    if (this.sessions.size + this.replacements.size >= this.options.maxSessions || this.handshaking.size >= this.options.maxHandshakes) {
       this.counters.refusedFull++;
       this.native.free(handle);
       this.log.info(`DTLS: refused a handshake from ${rinfo.address}:${rinfo.port}: ${this.sessions.size} sessions, ${this.handshaking.size} handshakes under way (coaps.maxSessions, coaps.maxHandshakes)`);
@@ -249,7 +267,8 @@ export class DtlsSocket implements DatagramSocket {
     const session = new DtlsSession(handle, key, rinfo.address, rinfo.port, familyOf(rinfo), now());
     // A copy: the datagram's memory is not kept for 32 bytes.
     session.clientRandom = clientRandom === null ? null : Buffer.from(clientRandom);
-    this.sessions.set(key, session);
+    if (replacing) this.replacements.set(key, session);
+    else this.sessions.set(key, session);
     this.handshaking.add(session);
     // DTLSv1_listen already ran the first step of the handshake: its flight went out with the listen output.
     this.after(session, SessionState.HANDSHAKING, null);
@@ -319,6 +338,14 @@ export class DtlsSocket implements DatagramSocket {
     }
     session.source = { address: session.address, port: session.port, family: session.family, security };
     this.counters.handshakesOk++;
+    if (this.replacements.get(session.key) === session) {
+      // The restarted device is through: its old session, and what was bound to it, end now.
+      this.replacements.delete(session.key);
+      const old = this.sessions.get(session.key);
+      if (old !== undefined) this.end(old, false);
+      this.sessions.set(session.key, session);
+      this.counters.replaced++;
+    }
     this.log.debug(`DTLS: session with ${session.address}:${session.port} (${security.kind} ${JSON.stringify(security.identity)}, ${info.cipher}, data MTU ${info.dataMtu})`);
   }
 
@@ -363,6 +390,7 @@ export class DtlsSocket implements DatagramSocket {
     this.native.free(session.handle);
     this.handshaking.delete(session);
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    if (this.replacements.get(session.key) === session) this.replacements.delete(session.key);
     if (session.source !== null) this.events?.ended(session.source);
   }
 

@@ -8,6 +8,7 @@
 const RECORD_HEADER = 13;
 const HANDSHAKE_HEADER = 12;
 const CONTENT_HANDSHAKE = 22;
+const CONTENT_APPLICATION_DATA = 23;
 const CLIENT_HELLO = 1;
 const CLIENT_KEY_EXCHANGE = 16;
 /** RFC 4279 §5.3: identities are at most 2^16 - 1 bytes; OpenSSL takes at most 256. */
@@ -35,7 +36,12 @@ export function clientRandomOf(datagram: Buffer): Buffer | null {
   return datagram.length >= random + 32 ? datagram.subarray(random, random + 32) : null;
 }
 
-/** Any record of the datagram is a handshake message in clear (epoch 0). */
+/** The datagram's first record is application data. */
+export function isApplicationData(datagram: Buffer): boolean {
+  return datagram.length >= RECORD_HEADER && datagram[0] === CONTENT_APPLICATION_DATA;
+}
+
+/** The datagram's first record is a handshake message in clear (epoch 0). */
 export function startsInClear(datagram: Buffer): boolean {
   return clearHandshakeType(datagram, 0) !== -1;
 }

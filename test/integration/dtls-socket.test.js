@@ -83,6 +83,15 @@ test('a handshake, an echo carrying the PSK identity, and the stats', async () =
   assert.deepEqual({ sessions: server.stats().sessions, ok: server.stats().handshakesOk }, { sessions: 1, ok: 1 });
 });
 
+test('an empty application record (legal in DTLS 1.2) leaves the session alone', async () => {
+  const server = await echoServer();
+  const a = await client(server.port);
+  a.socket.send(Buffer.alloc(0));
+  await sleep(100);
+  assert.equal(await a.ask('still'), 'dev-a:still');
+  assert.equal(server.stats().sessions, 1);
+});
+
 test('a device that restarts on the same port gets a new session; the old one ends and the layers above are told', async () => {
   const server = await echoServer();
   // A device that reboots sends no close_notify: the proxy swallows node-dtls-client's alerts.
