@@ -83,13 +83,14 @@ async function coapJson(url, { method = 'post', json, cborFile, jwt, extra = [],
   const failed = run.stderr.match(/^(\d\.\d\d)(?: (.*))?$/m);
   if (failed) return { code: failed[1], body: failed[2] ? JSON.parse(failed[2]) : undefined, run };
   // libcoap writes its own log lines ("Dec 04 06:19:02.123 WARN ...", e.g. DTLS retransmissions
-  // under loss) to stdout too: the payload is what is left.
-  const text = run.stdout.toString('utf8').split('\n').filter((line) => !LIBCOAP_LOG.test(line)).join('\n').trim();
+  // under loss) to stdout too, even right after a payload that ends without a newline: the payload
+  // is what is left.
+  const text = run.stdout.toString('utf8').replace(LIBCOAP_LOG, '').trim();
   if (run.exit !== 0 || text === '') throw new Error(`coap-client: exit ${run.exit} ${run.signal ?? ''}, stderr: ${run.stderr}`);
   return { code: '2.xx', body: JSON.parse(text), run };
 }
 
-const LIBCOAP_LOG = /^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d(\.\d+)? [A-Z]+ /;
+const LIBCOAP_LOG = /[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d(\.\d+)? [A-Z]+ [^\n]*(\n|$)/g;
 
 /** JSON of a coap-client output line ("4.01 {...}" on stderr included). */
 function lineJson(line) {
