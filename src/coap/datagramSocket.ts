@@ -24,6 +24,13 @@ export interface Source {
   readonly address: string;
   readonly port: number;
   readonly family: 'IPv4' | 'IPv6';
+  /**
+   * Names the endpoint in every per-endpoint map: "address|port" on UDP. Over DTLS the session is
+   * part of it ("coaps|session|address|port"): a device that shakes hands again at the same address
+   * and port starts afresh (RFC 7252 §9.1: the session is the endpoint), and is never answered from
+   * the previous session's deduplication cache. A DTLS session's Source is built once.
+   */
+  readonly key: string;
   /** Null on plain UDP. Over DTLS the handshake proved the address too (its cookie exchange). */
   readonly security: Security | null;
 }
@@ -105,7 +112,7 @@ export class UdpSocket implements DatagramSocket {
   async open(events: SocketEvents): Promise<{ address: string; port: number }> {
     const socket = await bindUdp(this.host, this.port, this.receiveBufferSize, this.onError);
     socket.on('message', (datagram, rinfo) =>
-      events.datagram(datagram, { address: rinfo.address, port: rinfo.port, family: familyOf(rinfo), security: null }));
+      events.datagram(datagram, { address: rinfo.address, port: rinfo.port, family: familyOf(rinfo), key: `${rinfo.address}|${rinfo.port}`, security: null }));
     this.socket = socket;
     const bound = socket.address();
     return { address: bound.address, port: bound.port };

@@ -63,16 +63,6 @@ export interface MessageEvents {
 
 const EMPTY = Buffer.alloc(0);
 
-/**
- * Names an endpoint in every per-endpoint map. Over DTLS the session is part of it: a device that
- * shakes hands again at the same address and port starts afresh (RFC 7252 §9.1: the session is the
- * endpoint), and is never answered from the previous session's deduplication cache.
- */
-function keyOf(source: Source): string {
-  const { security } = source;
-  return security === null ? `${source.address}|${source.port}` : `coaps|${security.session}|${source.address}|${source.port}`;
-}
-
 /** Names a message ID of one endpoint: deduplication and retransmission are keyed by it. */
 function messageKey(remote: Remote, messageId: number): string {
   return `${remote.key}#${messageId}`;
@@ -150,9 +140,8 @@ export class MessageLayer {
       this.rejectMalformed(datagram, rinfo, (error as Error).message);
       return;
     }
-    const key = keyOf(rinfo);
-    if (message.type === Type.ACK || message.type === Type.RST) this.settle(message, key);
-    else this.request(message, datagram.length, rinfo, key);
+    if (message.type === Type.ACK || message.type === Type.RST) this.settle(message, rinfo.key);
+    else this.request(message, datagram.length, rinfo);
   }
 
   private rejectMalformed(datagram: Buffer, rinfo: Source, why: string): void {
@@ -185,10 +174,10 @@ export class MessageLayer {
     }
   }
 
-  private request(message: CoapMessage, size: number, rinfo: Source, key: string): void {
+  private request(message: CoapMessage, size: number, rinfo: Source): void {
     const { type, code } = message;
     const at = now();
-    const peer = this.peers.heard(key, rinfo, at);
+    const peer = this.peers.heard(rinfo, at);
     // A DTLS handshake proved the address (its cookie exchange): nothing to verify.
     if (rinfo.security !== null) this.peers.verify(peer);
     if (code === Code.EMPTY || code >> 5 !== 0 || message.token.length > this.options.maxTokenLength) {
@@ -422,7 +411,7 @@ export class MessageLayer {
 
   /** The security association of a source ended: its peer, and what the layers above hold for it, go too. */
   endPeer(source: Source): void {
-    const peer = this.peers.get(keyOf(source));
+    const peer = this.peers.get(source.key);
     if (peer === undefined) return;
     this.peers.drop(peer);
     this.up.ended(peer);

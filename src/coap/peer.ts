@@ -126,7 +126,8 @@ export class Peers {
    * The peer of a datagram just received, created on first contact. When the table is full and
    * every peer it looked at holds state, the new peer is served without being kept.
    */
-  heard(key: string, source: Source, now: number): Peer {
+  heard(source: Source, now: number): Peer {
+    const { key } = source;
     let peer = this.table.get(key);
     if (peer === undefined) {
       key.charCodeAt(0); // flattens the concatenated key: it is kept as long as the peer

@@ -336,7 +336,8 @@ export class DtlsSocket implements DatagramSocket {
       this.fail(session, 'no_identity');
       return;
     }
-    session.source = { address: session.address, port: session.port, family: session.family, security };
+    const key = `coaps|${serial}|${session.address}|${session.port}`;
+    session.source = { address: session.address, port: session.port, family: session.family, key, security };
     this.counters.handshakesOk++;
     if (this.replacements.get(session.key) === session) {
       // The restarted device is through: its old session, and what was bound to it, end now.

@@ -7,12 +7,12 @@ const assert = require('node:assert/strict');
 const { Peers } = require('../../dist/coap/peer');
 const { EchoValues, ECHO_LENGTH } = require('../../dist/coap/echo');
 
-const source = (i) => ({ address: `10.0.${i >> 8 & 255}.${i & 255}`, port: 5683, family: 'IPv4' });
-const keyOf = (s) => `${s.address}|${s.port}`;
+const at = (address, port) => ({ address, port, family: 'IPv4', key: `${address}|${port}`, security: null });
+const source = (i) => at(`10.0.${i >> 8 & 255}.${i & 255}`, 5683);
 
 test('a peer allocates consecutive message IDs and skips those of its CONs in flight', () => {
   const peers = new Peers(10, () => {});
-  const peer = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
+  const peer = peers.heard(at('a', 1), 0);
   const first = peer.allocateMessageId();
   peer.flying((first + 1) & 0xffff);
   peer.flying((first + 2) & 0xffff);
@@ -24,20 +24,20 @@ test('a peer allocates consecutive message IDs and skips those of its CONs in fl
 test('a full table drops an idle unverified peer before a verified one, and never a busy one', () => {
   const dropped = [];
   const peers = new Peers(3, (peer) => dropped.push(peer.key));
-  const device = peers.heard(keyOf(source(0)), source(0), 0);
+  const device = peers.heard(source(0), 0);
   peers.verify(device);
   assert.equal(peers.stats.verified, 1);
-  const busy = peers.heard(keyOf(source(1)), source(1), 1);
+  const busy = peers.heard(source(1), 1);
   busy.flying(7);
-  peers.heard(keyOf(source(2)), source(2), 2);
-  for (let i = 3; i < 1000; i++) peers.heard(keyOf(source(i)), source(i), i);
+  peers.heard(source(2), 2);
+  for (let i = 3; i < 1000; i++) peers.heard(source(i), i);
   assert.equal(peers.size, 3);
   assert.equal(peers.get(device.key), device, 'the verified device stays');
   assert.equal(peers.get(busy.key), busy, 'the peer with a CON in flight stays');
   assert.equal(dropped.length, 997);
   assert.equal(peers.stats.evicted, 997);
   // With only verified and busy peers left besides, an idle verified one goes before refusing to keep.
-  const spare = peers.heard(keyOf(source(5000)), source(5000), 5000);
+  const spare = peers.heard(source(5000), 5000);
   peers.verify(spare);
   assert.ok(peers.get(spare.key) === spare);
   assert.equal(peers.stats.verified, 2, 'verified peers are counted as they come and go');
@@ -47,8 +47,8 @@ test('a full table drops an idle unverified peer before a verified one, and neve
 
 test('peers that hold nothing are swept after the idle time; busy ones stay', () => {
   const peers = new Peers(10, () => {});
-  const idle = peers.heard('a|1', { address: 'a', port: 1, family: 'IPv4' }, 0);
-  const busy = peers.heard('b|1', { address: 'b', port: 1, family: 'IPv4' }, 0);
+  const idle = peers.heard(at('a', 1), 0);
+  const busy = peers.heard(at('b', 1), 0);
   busy.flying(1);
   peers.sweep(500, 1000);
   assert.equal(peers.size, 2);
