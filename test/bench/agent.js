@@ -5,6 +5,7 @@ const { serve } = require('./lib/procs');
 const { coapLoad } = require('./lib/coapLoad');
 const { httpLoad } = require('./lib/httpLoad');
 const { Endpoints, requestTemplate } = require('./lib/exchanges');
+const { handshakeLoad } = require('./lib/handshakes');
 
 const JSON_FORMAT = 50;
 const CBOR_FORMAT = 60;
@@ -32,6 +33,7 @@ function httpBody({ request, bodyKind, run }) {
 }
 
 let fleet = null;
+let secureFleet = null; // coaps endpoints (one DTLS session each)
 let armed = null;
 
 serve({
@@ -65,9 +67,30 @@ serve({
   },
   notifications: () => armed,
 
+  /** Full DTLS handshakes (cookie round, PSK), each closed with close_notify, `concurrency` at a time. */
+  handshakeLoad: (args) => handshakeLoad(args),
+
+  /** coaps: opens endpoints until there are offset + count, each with an established DTLS session left idle. */
+  secureSessions: async ({ port, offset = 0, count, identity, psk }) => {
+    secureFleet ??= new Endpoints(port, '127.0.0.1', { identity, psk });
+    const started = Date.now();
+    await secureFleet.open(offset + count);
+    return { ms: Date.now() - started, endpoints: secureFleet.lanes.length, failed: secureFleet.handshakesFailed, cookieRounds: secureFleet.cookieRounds };
+  },
+
+  /** coaps: one CON request from each of the endpoints offset..offset+count-1, which then idle again. */
+  secureRequests: async ({ offset = 0, count, path, concurrency = 128 }) => {
+    const template = requestTemplate({ path });
+    const result = await secureFleet.run(secureFleet.lanes.slice(offset, offset + count).map((lane) => ({ lane, template })), { concurrency });
+    secureFleet.compact();
+    return result;
+  },
+
   closeFleet: () => {
     fleet?.close();
     fleet = null;
+    secureFleet?.close();
+    secureFleet = null;
     return true;
   },
 });

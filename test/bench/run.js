@@ -1,5 +1,5 @@
 'use strict';
-// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss,fuzz,flood,heartbeat] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
+// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss,fuzz,flood,heartbeat,dtls] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
 //   --profile      CPU profiles of the request and fan-out paths, summarized
 //   --heap-detail  what the heap per endpoint / relation / dedup entry is made of (heap snapshots)
 //   --pin          servers on CPU 1, load generator on CPU 0 (taskset)
@@ -10,7 +10,8 @@
 // 2. memory per idle endpoint, per observe relation, deduplication store;
 // 3. notification fan-out; 4. exactly-once under 10% loss each way;
 // 5. fuzz: mutated datagrams; 6. flood: spoofed endpoints (raw socket: root);
-// 7. heartbeat: the cost of observe liveness on quiet relations.
+// 7. heartbeat: the cost of observe liveness on quiet relations;
+// 8. dtls: coaps vs plain CoAP req/s, handshakes/s, memory per idle session.
 // Prints a table, PASS/FAIL target lines (never asserted), writes the same as
 // JSON, and ends with the `ratio ...` lines. Every process started is killed
 // at the end, on failure or on Ctrl-C (see lib/procs.js).
@@ -26,11 +27,12 @@ const { loss } = require('./scenarios/loss');
 const { profile } = require('./scenarios/profile');
 const { fuzz, flood } = require('./scenarios/hostile');
 const { heartbeat } = require('./scenarios/heartbeat');
+const { dtls } = require('./scenarios/dtls');
 
-const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss', 'fuzz', 'flood', 'heartbeat'];
+const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss', 'fuzz', 'flood', 'heartbeat', 'dtls'];
 // Run order: memory first, while Kuzzle boots (heap figures do not mind a busy
 // machine); then what needs Kuzzle; Kuzzle is stopped before fan-out.
-const ORDER = ['memory', 'throughput', 'loss', 'fanout', 'fuzz', 'flood', 'heartbeat'];
+const ORDER = ['memory', 'throughput', 'loss', 'fanout', 'fuzz', 'flood', 'heartbeat', 'dtls'];
 
 const PARAMS = {
   full: {
@@ -39,6 +41,7 @@ const PARAMS = {
     fanoutRelations: 10000, fanoutEndpoints: 10000, broadcasts: 3,
     lossRequests: 2000, lossSockets: 32, lossWindow: 4, lossAckTimeoutMs: 2000, dropRate: 0.1,
     profileMs: 10000, fuzzDatagrams: 1_000_000, floodEndpoints: 100_000, heartbeatRelations: 100_000, heartbeatWindowMs: 24000,
+    handshakeConcurrency: 64, handshakeMs: 3000, dtlsSessions: 10000,
   },
   quick: {
     sockets: 32, window: 4, durationMs: 700, warmupMs: 400, rounds: 3,
@@ -46,6 +49,7 @@ const PARAMS = {
     fanoutRelations: 10000, fanoutEndpoints: 10000, broadcasts: 2,
     lossRequests: 300, lossSockets: 16, lossWindow: 4, lossAckTimeoutMs: 300, dropRate: 0.1,
     profileMs: 3000, fuzzDatagrams: 100_000, floodEndpoints: 20_000, heartbeatRelations: 10_000, heartbeatWindowMs: 3000,
+    handshakeConcurrency: 64, handshakeMs: 700, dtlsSessions: 1000,
   },
 };
 
@@ -60,7 +64,7 @@ function parseArgs(argv) {
     else if (arg === '--only') args.only = argv[++i].split(',');
     else if (arg === '--out') args.out = argv[++i];
     else if (arg === '--help' || arg === '-h') {
-      console.log('usage: node test/bench/run.js [--quick] [--only throughput,memory,fanout,loss] [--profile] [--heap-detail] [--pin] [--out file.json]');
+      console.log(`usage: node test/bench/run.js [--quick] [--only ${SCENARIOS.join(',')}] [--profile] [--heap-detail] [--pin] [--out file.json]`);
       process.exit(0);
     } else throw new Error(`unknown argument ${arg}`);
   }
@@ -119,7 +123,7 @@ async function main() {
   const results = { mode, startedAt: new Date(began).toISOString(), node: process.version, params, errors: {} };
   try {
     const ctx = { agent, kuzzle: null, quick: args.quick, params, progress, cpu: serverCpu };
-    const scenarios = { throughput, memory, fanout, loss, fuzz, flood, heartbeat };
+    const scenarios = { throughput, memory, fanout, loss, fuzz, flood, heartbeat, dtls };
     const order = ORDER.filter((name) => args.only.includes(name));
     for (const [i, name] of order.entries()) {
       const usesKuzzle = name === 'throughput' || (name === 'loss' && !args.quick);

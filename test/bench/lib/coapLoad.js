@@ -9,12 +9,15 @@
 // message ID is reused while the server may still remember it. Each endpoint
 // first shows that it receives at its address, as a device does once: the
 // plugin answers its first GET /.well-known/core with 4.01 + Echo (RFC 9175),
-// and the same request with the Echo value verifies it for good.
+// and the same request with the Echo value verifies it for good. With
+// `secure` ({identity, psk}), each endpoint is a coaps one: a DTLS session
+// over its socket (lib/dtlsClient.js), shaken hands before anything is timed.
 const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
 const { TYPE, requestTemplate, emptyAck, codeText, verifyEndpoint } = require('./coapWire');
 const { Histogram } = require('./histogram');
 const { loadSummary } = require('./util');
+const { SecureEndpoint } = require('./dtlsClient');
 
 const MID_BUDGET = 60000; // message IDs per endpoint before it is replaced
 /**
@@ -26,6 +29,7 @@ const MID_BUDGET = 60000; // message IDs per endpoint before it is replaced
  * @param {number} [o.durationMs=Infinity]  @param {number} [o.maxRequests=Infinity]
  * @param {number} [o.ackTimeoutMs=2000]  @param {number} [o.ackRandomFactor=1.5]  @param {number} [o.maxRetransmit=4]
  * @param {number} [o.drainMs=1000] how long in-flight requests may finish after the end (Infinity: all)
+ * @param {{identity: string, psk: string}} [o.secure] coaps: a DTLS PSK session per endpoint
  */
 async function coapLoad(o) {
   const host = o.host ?? '127.0.0.1';
@@ -50,24 +54,32 @@ async function coapLoad(o) {
 
   // One lane per endpoint: a socket and `window` slots; token = slot (16 bits) | generation (16 bits).
   const lanes = [];
-  function openLane(lane) {
+  const secure = o.secure ? { port: o.port, host, identity: o.secure.identity, psk: Buffer.from(o.secure.psk) } : null;
+  /** [socket, ready]: the socket is the lane's at once, so that the end of the run closes it even if still opening. */
+  function openSocket() {
+    if (secure !== null) {
+      const endpoint = new SecureEndpoint(secure);
+      return [endpoint, endpoint.bind().then(() => endpoint.handshake())];
+    }
     const socket = dgram.createSocket('udp4');
     socket.on('error', () => {});
-    lane.socket = socket;
+    return [socket, new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve))];
+  }
+  async function openLane(lane) {
     lane.used = 0;
     lane.mid = Math.floor(Math.random() * 0x10000);
     counters.endpoints++;
-    return new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve))
-      .then(() => verifyEndpoint(socket, o.port, host, () => {
-        const mid = lane.mid;
-        lane.mid = (mid + 1) & 0xffff;
-        lane.used++;
-        return mid;
-      }))
-      .then((verified) => {
-        if (!verified) counters.unverified++;
-        socket.on('message', (message) => receive(lane, socket, message));
-      });
+    const [socket, ready] = openSocket();
+    lane.socket = socket;
+    await ready;
+    const verified = await verifyEndpoint(socket, o.port, host, () => {
+      const mid = lane.mid;
+      lane.mid = (mid + 1) & 0xffff;
+      lane.used++;
+      return mid;
+    });
+    if (!verified) counters.unverified++;
+    socket.on('message', (message) => receive(lane, socket, message));
   }
   for (let i = 0; i < (o.sockets ?? 32); i++) {
     const lane = { socket: null, used: 0, mid: 0, busy: 0, draining: false, slots: [] };
@@ -108,7 +120,7 @@ async function coapLoad(o) {
     openLane(lane).then(() => {
       lane.draining = false;
       for (let s = 0; s < window; s++) issue(lane, s);
-    });
+    }, () => { counters.unverified++; }); // a coaps handshake that failed: the lane stops
   }
 
   function finish(lane, index, slot, code) {

@@ -3,16 +3,23 @@
 // registrations, receiving notifications): one UDP socket per endpoint, a
 // global window of requests in flight, RFC 7252 retransmission. Tokens are 4
 // bytes from one counter, so a token names one request or one relation.
+// With `secure` ({identity, psk}) the endpoints are coaps ones: each opens
+// with a DTLS handshake instead (lib/dtlsClient.js; DTLS verified the address).
 const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
 const { TYPE, OPTION, requestTemplate, emptyAck, codeText, findOption, verifyEndpoint } = require('./coapWire');
+const { SecureEndpoint } = require('./dtlsClient');
 
 const clock = () => performance.timeOrigin + performance.now();
 
 class Endpoints {
-  constructor(port, host = '127.0.0.1') {
+  constructor(port, host = '127.0.0.1', secure = null) {
     this.port = port;
     this.host = host;
+    this.secure = secure === null ? null : { port, host, identity: secure.identity, psk: Buffer.from(secure.psk) };
+    /** coaps endpoints whose handshake failed; their HelloVerifyRequests. */
+    this.handshakesFailed = 0;
+    this.cookieRounds = 0;
     this.lanes = [];
     this.jobs = new Map(); // token -> pending exchange
     this.relations = new Map(); // token -> { notifications, first, last }
@@ -24,27 +31,49 @@ class Endpoints {
   }
 
   /**
-   * Opens endpoints until there are `count`, each verified as a device is once (verifyEndpoint);
-   * all stay open (a closed port could come back as another endpoint).
+   * Opens endpoints until there are `count`, each verified as a device is once (verifyEndpoint),
+   * or, coaps, once its handshake is through; all stay open (a closed port could come back as
+   * another endpoint).
    */
   async open(count) {
     const opening = [];
     while (this.lanes.length < count) {
-      const lane = { index: this.lanes.length, socket: dgram.createSocket('udp4'), mid: Math.floor(Math.random() * 0x10000) };
+      const socket = this.secure === null ? dgram.createSocket('udp4') : new SecureEndpoint(this.secure);
+      const lane = { index: this.lanes.length, socket, mid: Math.floor(Math.random() * 0x10000) };
       lane.socket.on('message', (message) => this.receive(lane, message));
       lane.socket.on('error', () => {});
       this.lanes.push(lane);
-      opening.push(new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve))
-        .then(() => verifyEndpoint(lane.socket, this.port, this.host, () => {
-          const mid = lane.mid;
-          lane.mid = (mid + 1) & 0xffff;
-          return mid;
-        }).then((verified) => {
-          if (!verified) this.unverified++;
-        })));
+      opening.push(this.secure === null ? this.verify(lane) : this.shakeHands(lane));
       if (opening.length >= 500) await Promise.all(opening.splice(0));
     }
     await Promise.all(opening);
+  }
+
+  async verify(lane) {
+    await new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve));
+    const verified = await verifyEndpoint(lane.socket, this.port, this.host, () => {
+      const mid = lane.mid;
+      lane.mid = (mid + 1) & 0xffff;
+      return mid;
+    });
+    if (!verified) this.unverified++;
+  }
+
+  async shakeHands(lane) {
+    await lane.socket.bind();
+    try {
+      await lane.socket.handshake();
+    } catch {
+      this.handshakesFailed++;
+      return;
+    }
+    this.cookieRounds += lane.socket.cookieRounds;
+    lane.socket.compact(); // 10,000 client sessions at their idle size in this process
+  }
+
+  /** coaps: releases the record buffers of every client session (idle again). */
+  compact() {
+    for (const lane of this.lanes) lane.socket.compact?.();
   }
 
   close() {

@@ -26,6 +26,7 @@ function evaluate(results) {
     'plugin/node-coap': ratio(plugin?.rps, nodeCoap?.rps),
     'coap/http server:now': ratio(kc('now')?.rps, kh('now')?.rps),
     'coap/http document:create': ratio(kc('create')?.rps, kh('create')?.rps),
+    'coaps/coap': ratio(results.dtls?.coaps.rps, results.dtls?.plain.rps),
   };
   const p99Ratio = ratio(plugin?.p99, limit?.p99);
   // Information, not a target: the same comparisons in server CPU time per request (limit µs / plugin µs).
@@ -38,6 +39,7 @@ function evaluate(results) {
   const l = results.loss;
   const z = results.fuzz;
   const fl = results.flood;
+  const d = results.dtls;
   const check = (name, value, ok, detail) => ({ name, value, pass: value === null || value === undefined ? null : ok, detail });
   const targets = [
     check("plugin's own cost ≥ 0.6× the limit's throughput", ratios['plugin/limit'], ratios['plugin/limit'] >= 0.6, `${fixed2(ratios['plugin/limit'])}×`),
@@ -64,6 +66,12 @@ function evaluate(results) {
     check('flood: connections and deduplication within their configured bounds', fl?.connections, fl && fl.connections <= fl.bounds.maxConnections
       && fl.dedup.entries <= fl.bounds.deduplication.maxEntries && fl.dedup.bytes <= fl.bounds.deduplication.maxBytes,
       fl ? `${fl.connections}/${fl.bounds.maxConnections} connections, dedup ${fl.dedup.entries}/${fl.bounds.deduplication.maxEntries} entries, ${fl.dedup.bytes}/${fl.bounds.deduplication.maxBytes} B` : ''),
+    check('coaps ≥ 0.6× plain CoAP req/s (same load, same plugin process)', ratios['coaps/coap'], ratios['coaps/coap'] >= 0.6,
+      d ? `${fixed2(ratios['coaps/coap'])}× (${fmt(d.coaps.rps)} vs ${fmt(d.plain.rps)} req/s)` : ''),
+    check('≥ 2,000 DTLS handshakes/s (cookie round, PSK, CCM8; load generator on the same machine)', d?.handshakes.perSecond, d?.handshakes.perSecond >= 2000,
+      d ? `${fmt(d.handshakes.perSecond)}/s, ${d.handshakes.concurrency} in parallel, ${d.handshakes.failed} failed` : ''),
+    check('≤ 40 KB heap + native memory (RSS) per idle DTLS session', d?.memory.rssPerSession, d?.memory.rssPerSession <= 40 * 1024,
+      d ? `${fmt(d.memory.rssPerSession)} B RSS each at ${d.memory.sessions} sessions (heap ${fmt(d.memory.heapPerSession)} B, external ${fmt(d.memory.externalPerSession)} B)` : ''),
   ];
   return { ratios, p99Ratio, cpuEfficiency, targets };
 }
@@ -152,6 +160,25 @@ function render(results, evaluation) {
       ['server CPU per heartbeat', `${fmt(h.cpuUsPerHeartbeat, 1)} µs (${(h.cpuShare * 100).toFixed(1)}% of a core)`],
       [`at the default Max-Age (${h.atDefault.maxAgeS} s)`, `${h.atDefault.consPerSecond.toFixed(0)} CON/s + as many ACKs (${h.atDefault.datagramsPerSecond.toFixed(0)} datagrams/s), ${(h.atDefault.cpuShare * 100).toFixed(2)}% of a core`],
       ['relations left (none ended)', `${h.relationsLeft} (${h.ended} ended)`],
+    ]));
+  }
+  const d = results.dtls;
+  if (d) {
+    const row = (label, x) => [label, fmt(x.rps), fmt(x.p50, 2), fmt(x.p99, 2), fixed2(x.serverCpu), fmt(x.cpuUsPerRequest), fixed2(x.clientCpu), fmt(x.lost)];
+    out.push(table(`8. coaps (DTLS 1.2, PSK, AES-128-CCM8) vs plain CoAP: one plugin process (minimal entry point) serving both, ${d.params.sockets} endpoints × ${d.params.window} CON in flight, ${d.params.rounds} rounds × ${d.params.durationMs} ms, medians`,
+      ['listener', 'req/s', 'p50 ms', 'p99 ms', 'server CPU', 'CPU µs/req', 'client CPU', 'lost'],
+      [row('plain CoAP', d.plain), row('coaps', d.coaps), ['coaps / plain', fixed2(ratio(d.coaps.rps, d.plain.rps)), '', '', '', fixed2(ratio(d.coaps.cpuUsPerRequest, d.plain.cpuUsPerRequest)), '', '']]));
+    const h = d.handshakes;
+    const m = d.memory;
+    out.push(table(`   Handshakes and idle sessions (the load generator's DTLS client: test/bench/dtls-client, native)`, ['measure', 'value'], [
+      ['full handshakes/s', `${fmt(h.perSecond)} (${h.concurrency} in parallel, each closed with close_notify; ${h.rounds.length} × ${h.durationMs} ms, median)`],
+      ['handshake latency p50 / p99', `${fmt(h.p50, 2)} / ${fmt(h.p99, 2)} ms`],
+      ['server CPU per handshake', `${fmt(h.cpuUsPerHandshake)} µs (server CPU ${fixed2(h.serverCpu)}, client CPU ${fixed2(h.clientCpu)})`],
+      ['cookie rounds / handshakes (server)', `${h.serverCookieRounds} / ${h.serverOk}; failed ${h.failed} (server: ${JSON.stringify(h.serverFailed)})`],
+      ['per idle session: RSS', `${fmt(m.rssPerSession)} B (${m.sessions}/${m.requested} sessions, ${m.serverSessions} held by the server)`],
+      ['  of which V8 heap / external', `${fmt(m.heapPerSession)} B / ${fmt(m.externalPerSession)} B (OpenSSL's allocations are in neither: RSS only)`],
+      ['  after one request each', `${fmt(m.withRequest.rssPerSession)} B RSS, ${fmt(m.withRequest.heapPerSession)} B heap (${m.withRequest.answered} answered, dedup entries expired)`],
+      ['establishing them', `${fmt(m.establishMs)} ms (${fmt(m.establishPerSecond)}/s, 500 at a time)`],
     ]));
   }
   if (evaluation.cpuEfficiency['plugin/limit'] !== null) {

@@ -172,7 +172,7 @@ function heap() {
       return { t0, tReturned, tLastSent: tracker.last, calls: tracker.calls, sent: tracker.sent, errors: tracker.errors, channels: channels.length };
     },
     exit: () => protocol.close(),
-  }, { port: protocol.listening.port, pid: process.pid, entry: options.entry ?? 'minimal' });
+  }, { port: protocol.listening?.port ?? null, securePort: protocol.listeningSecure?.port ?? null, pid: process.pid, entry: options.entry ?? 'minimal' });
 })().catch((error) => {
   console.error(error);
   process.exit(1);
