@@ -519,7 +519,10 @@ static void on_nack(coap_session_t *session, const coap_pdu_t *sent, const coap_
   if (session != dev.session) return;
   coap_bin_const_t token = {0, NULL};
   if (sent != NULL) token = coap_pdu_get_token(sent);
-  int network = reason == COAP_NACK_TOO_MANY_RETRIES || reason == COAP_NACK_NOT_DELIVERABLE || reason == COAP_NACK_ICMP_ISSUE;
+  /* A failed DTLS handshake (a revoked credential, a server that lost the session) also calls for a
+   * new session: a new socket and handshake, after the loop's backoff. */
+  int network = reason == COAP_NACK_TOO_MANY_RETRIES || reason == COAP_NACK_NOT_DELIVERABLE || reason == COAP_NACK_ICMP_ISSUE ||
+                reason == COAP_NACK_TLS_FAILED;
   int is_obs = dev.obs.state != OBS_IDLE && same_token(token, dev.obs.token, dev.obs.token_len);
   int is_req = dev.req.active && !dev.req.done && same_token(token, dev.req.token, dev.req.token_len);
   /* Without a token match (a block-wise exchange may use its own), the waited-for request is the likely one. */

@@ -4,6 +4,10 @@
  *
  * A new IP address (first connection, or a reconnection after the Wi-Fi dropped) is a network
  * change: the loop opens a new session and registers its observation again.
+ *
+ * coaps by default (CONFIG_KUZZLE_DTLS_PSK): DTLS 1.2 with a pre-shared key, through mbedTLS. With
+ * no username and no token configured, the PSK identity is the device's Kuzzle identity (the
+ * plugin maps it to an API key): no login, and no request carries a jwt.
  * Settings: `idf.py menuconfig` -> "Kuzzle CoAP sensor".
  */
 #include <string.h>
@@ -20,6 +24,19 @@
 
 #ifndef CONFIG_COAP_CLIENT_SUPPORT
 #error "CONFIG_COAP_CLIENT_SUPPORT must be enabled (sdkconfig.defaults does it)"
+#endif
+
+#ifdef CONFIG_KUZZLE_DTLS_PSK
+/* What libcoap's Mbed TLS layer needs for a DTLS-PSK client (sdkconfig.defaults sets it all). */
+#if !defined(CONFIG_MBEDTLS_TLS_CLIENT) || !defined(CONFIG_MBEDTLS_SSL_PROTO_DTLS)
+#error "coaps needs CONFIG_MBEDTLS_TLS_CLIENT and CONFIG_MBEDTLS_SSL_PROTO_DTLS"
+#endif
+#if !defined(CONFIG_MBEDTLS_KEY_EXCHANGE_PSK)
+#error "coaps needs CONFIG_MBEDTLS_PSK_MODES and CONFIG_MBEDTLS_KEY_EXCHANGE_PSK"
+#endif
+#if !defined(CONFIG_MBEDTLS_CCM_C) && !defined(CONFIG_MBEDTLS_GCM_C)
+#error "the plugin's PSK suites are AES-128-CCM-8 and AES-128-GCM: enable CONFIG_MBEDTLS_CCM_C"
+#endif
 #endif
 
 static const char *TAG = "kuzzle";
@@ -68,9 +85,10 @@ static void device_task(void *arg) {
   static kiot_device_config config; /* static: the loop keeps a pointer to it */
   config.host = CONFIG_KUZZLE_HOST;
   config.port = CONFIG_KUZZLE_COAP_PORT;
-  config.username = CONFIG_KUZZLE_USERNAME;
+  /* Empty: none. On coaps, no username and no jwt leave the PSK identity as the Kuzzle identity. */
+  config.username = CONFIG_KUZZLE_USERNAME[0] != '\0' ? CONFIG_KUZZLE_USERNAME : NULL;
   config.password = CONFIG_KUZZLE_PASSWORD;
-  config.jwt = CONFIG_KUZZLE_JWT; /* empty: log in */
+  config.jwt = CONFIG_KUZZLE_JWT; /* empty: log in (or, on coaps without a username, neither) */
   config.index = CONFIG_KUZZLE_INDEX;
   config.sensors = CONFIG_KUZZLE_SENSORS;
   config.commands = CONFIG_KUZZLE_COMMANDS;
@@ -78,9 +96,14 @@ static void device_task(void *arg) {
   config.coap_log_level = 4; /* warnings; libcoap logs only what CONFIG_COAP_DEBUGGING compiled in */
   config.read_sensor = NULL; /* simulated values: set a function reading your sensor here */
 #ifdef CONFIG_KUZZLE_DTLS_PSK
-  ESP_LOGW(TAG, "DTLS-PSK is on, but the Kuzzle CoAP plugin serves plain UDP only (for now)");
   config.psk_identity = CONFIG_KUZZLE_PSK_IDENTITY;
   config.psk_key = CONFIG_KUZZLE_PSK_KEY;
+  /* 32: Mbed TLS's default MBEDTLS_PSK_MAX_LEN; Mbed TLS refuses a longer key. */
+  if (CONFIG_KUZZLE_PSK_IDENTITY[0] == '\0' || CONFIG_KUZZLE_PSK_KEY[0] == '\0' ||
+      sizeof(CONFIG_KUZZLE_PSK_KEY) - 1 > 32) {
+    ESP_LOGE(TAG, "coaps: set KUZZLE_PSK_IDENTITY and KUZZLE_PSK_KEY (1 to 32 bytes)");
+    vTaskDelete(NULL);
+  }
 #endif
   for (;;) {
     device_running = true;

@@ -22,6 +22,15 @@
  * Written for Zephyr 4.3's coap_client API (struct coap_client_response_data, path and options
  * as arrays in struct coap_client_request). The path is at most 128 characters there, so the
  * JWT travels as a Uri-Query option of its own (CONFIG_COAP_EXTENDED_OPTIONS_LEN).
+ *
+ * coaps (CONFIG_KUZZLE_DTLS, overlay-dtls.conf): the PSK and its identity are registered once
+ * with tls_credential_add(); each session is a new IPPROTO_DTLS_1_2 socket, connected (which
+ * runs the handshake), that coap_client uses without an address. With neither a username nor a
+ * JWT configured, the PSK identity is the device's Kuzzle identity: no login, no jwt option.
+ * A request that fails at the network level (a timeout, a socket error: a close_notify from the
+ * server, a lost session) or a silent observation means the DTLS session may be gone: the loop
+ * closes the socket and shakes hands again on a new one, then registers again.
+ *
  * Not verified: it was not built for Zephyr nor run against Kuzzle here, only syntax-checked
  * against stand-in headers and run on a host against a fake coap_client (README.md).
  */
@@ -37,6 +46,9 @@
 #include <zephyr/net/net_mgmt.h>
 #include <zephyr/net/socket.h>
 #include <zephyr/sys/printk.h>
+#if defined(CONFIG_KUZZLE_DTLS)
+#include <zephyr/net/tls_credentials.h>
+#endif
 
 #if !defined(CONFIG_COAP_EXTENDED_OPTIONS_LEN)
 #error "CONFIG_COAP_EXTENDED_OPTIONS_LEN=y is needed: the JWT is one long Uri-Query option"
@@ -61,8 +73,23 @@ BUILD_ASSERT(sizeof(CONFIG_KUZZLE_JWT) <= JWT_CAP,
 BUILD_ASSERT(CONFIG_COAP_CLIENT_MAX_REQUESTS >= 3, "two observations and one request at a time");
 BUILD_ASSERT(CONFIG_COAP_CLIENT_MAX_EXTRA_OPTIONS >= 2, "Observe and the JWT");
 
+#if defined(CONFIG_KUZZLE_DTLS)
+#define DTLS_HANDSHAKE_MIN_MS 1000U /* mbed TLS resends a flight after 1 s, 2 s, 4 s, 8 s: */
+#define DTLS_HANDSHAKE_MAX_MS 8000U /* a handshake with no answer gives up after ~15 s */
+BUILD_ASSERT(sizeof(CONFIG_KUZZLE_PSK_KEY) > 1, "set CONFIG_KUZZLE_PSK_KEY (overlay-dtls.conf)");
+BUILD_ASSERT(sizeof(CONFIG_KUZZLE_PSK_IDENTITY) > 1, "set CONFIG_KUZZLE_PSK_IDENTITY");
+#if defined(CONFIG_MBEDTLS_PSK_MAX_LEN)
+BUILD_ASSERT(sizeof(CONFIG_KUZZLE_PSK_KEY) - 1 <= CONFIG_MBEDTLS_PSK_MAX_LEN,
+	     "CONFIG_KUZZLE_PSK_KEY is longer than CONFIG_MBEDTLS_PSK_MAX_LEN");
+#endif
+#endif
+
+/* Why the loop must open a new session (network_changed). */
+enum { NET_OK, NET_CHANGED, NET_ERROR };
+
 static struct coap_client client;
 static int sock = -1;
+static atomic_t network_changed; /* NET_*: a new session is due */
 static struct sockaddr_in server;
 static int64_t session_retry_at;
 
@@ -124,10 +151,35 @@ static struct {
 	size_t len;
 } reading; /* the report in flight */
 
-static atomic_t network_changed;
 static struct net_mgmt_event_callback l4_callback;
 
-static bool use_login(void) { return CONFIG_KUZZLE_JWT[0] == '\0'; }
+/* coaps with neither a JWT nor a username: the plugin runs every request as the Kuzzle identity
+ * (API key) its credentials map the PSK identity to. Nothing to log in with, no jwt to send. */
+static bool use_identity(void)
+{
+	return IS_ENABLED(CONFIG_KUZZLE_DTLS) && CONFIG_KUZZLE_JWT[0] == '\0' &&
+	       CONFIG_KUZZLE_USERNAME[0] == '\0';
+}
+
+static bool use_login(void) { return CONFIG_KUZZLE_JWT[0] == '\0' && !use_identity(); }
+
+/* coaps: a request failed at the network level, or the observation went silent: the DTLS
+ * session may be gone (a close_notify after an idle expiry, a server restart, a new NAT mapping).
+ * A new socket shakes hands again. Not for our own cancellations (-ECANCELED) nor for what
+ * coap_client_req refuses before sending (-EAGAIN: busy, -EALREADY, -EINVAL, -EMSGSIZE: a path
+ * too long): -ETIMEDOUT (no answer), a failed send (coap_client_req passes on -1), a socket error.
+ * Any thread may call it. */
+static void session_lost(const char *why, int code)
+{
+	if (!IS_ENABLED(CONFIG_KUZZLE_DTLS) || code >= 0 || code == -ECANCELED || code == -EAGAIN ||
+	    code == -EALREADY || code == -EINVAL || code == -EMSGSIZE) {
+		return;
+	}
+	if (atomic_cas(&network_changed, NET_OK, NET_ERROR)) {
+		printk("dtls session lost reason=%s code=%d\n", why, code);
+		k_sem_give(&wake);
+	}
+}
 
 /* Logged in, clock read: reports and the observation can go. */
 static bool ready(void) { return sock >= 0 && !atomic_get(&need_login) && clock_synced; }
@@ -282,9 +334,13 @@ static bool set_path(struct coap_client_request *req, const char *format, ...)
 	return true;
 }
 
-/* "jwt=<token>" as a Uri-Query option: it always fits (JWT_CAP). */
+/* "jwt=<token>" as a Uri-Query option: it always fits (JWT_CAP). None without a token (coaps,
+ * DTLS identity): the plugin then uses the API key of the PSK identity. */
 static void add_jwt(struct coap_client_request *req)
 {
+	if (jwt[0] == '\0') {
+		return;
+	}
 	struct coap_client_option *option = &req->options[req->num_options++];
 
 	option->code = COAP_OPTION_URI_QUERY;
@@ -314,6 +370,12 @@ static void on_answer(const struct coap_client_response_data *data, void *user_d
 	}
 }
 
+/* Where coap_client sends: nowhere on coaps, whose socket is connected to the server. */
+static const struct sockaddr *server_addr(void)
+{
+	return IS_ENABLED(CONFIG_KUZZLE_DTLS) ? NULL : (const struct sockaddr *)&server;
+}
+
 /* Sends `request` for `next`; its answer, or failure, comes back through the loop. */
 static void send_step(enum step next, bool built)
 {
@@ -323,7 +385,7 @@ static void send_step(enum step next, bool built)
 	step_sent_at = k_uptime_get();
 	atomic_set(&answer.state, ANSWER_WAITING);
 	if (built) {
-		rc = coap_client_req(&client, sock, (struct sockaddr *)&server, &request, NULL);
+		rc = coap_client_req(&client, sock, server_addr(), &request, NULL);
 	}
 	if (rc < 0) {
 		answer.code = (int16_t)rc;
@@ -416,6 +478,7 @@ static void ended(struct relation *rel, atomic_val_t state, const struct coap_cl
 		print_error(what, data->result_code, data->payload, data->payload_len);
 	}
 	on_unauthorized(data->result_code);
+	session_lost("observe", data->result_code);
 	k_sem_give(&wake);
 }
 
@@ -471,11 +534,12 @@ static struct relation *start_registration(bool renewal)
 	atomic_set(&rel->heard_at, (atomic_val_t)k_uptime_get_32());
 	atomic_set(&rel->max_age_s, DEFAULT_MAX_AGE_S);
 	atomic_set(&rel->state, REL_REGISTERING);
-	int rc = coap_client_req(&client, sock, (struct sockaddr *)&server, req, NULL);
+	int rc = coap_client_req(&client, sock, server_addr(), req, NULL);
 
 	if (rc < 0) {
 		printk("error observe reason=cannot_send errno=%d\n", -rc);
 		atomic_set(&rel->state, REL_FREE);
+		session_lost("send", rc);
 		return NULL;
 	}
 	return rel;
@@ -572,7 +636,9 @@ static void follow_observation(int64_t now)
 		return;
 	}
 	obs_backoff_ms = BACKOFF_FIRST_MS;
-	if (is_silent(current)) {
+	if (is_silent(current) && IS_ENABLED(CONFIG_KUZZLE_DTLS)) {
+		session_lost("silent", -ETIMEDOUT); /* a new handshake, then a new registration */
+	} else if (is_silent(current)) {
 		renew_observation("silent");
 	} else if (renew_for_token) {
 		renew_for_token = false;
@@ -721,6 +787,8 @@ static void finish_step(void)
 	} else if (done == STEP_REPORT) {
 		report_answered();
 	}
+	session_lost(done == STEP_LOGIN ? "login" : done == STEP_CLOCK ? "clock" : "report",
+		     answer.code);
 	atomic_set(&answer.state, ANSWER_IDLE);
 }
 
@@ -759,7 +827,7 @@ static void on_l4_event(struct net_mgmt_event_callback *cb, uint64_t event, stru
 	ARG_UNUSED(iface);
 	if (event == NET_EVENT_L4_CONNECTED) {
 		printk("network up\n");
-		atomic_set(&network_changed, 1);
+		atomic_set(&network_changed, NET_CHANGED);
 		k_sem_give(&wake);
 	} else if (event == NET_EVENT_L4_DISCONNECTED) {
 		printk("network down\n");
@@ -780,18 +848,77 @@ static void close_session(void)
 	sock = -1;
 }
 
-/* A new socket (a new source port: a new endpoint for the server): clock and registration again. */
-static void open_session(int64_t now)
+#if defined(CONFIG_KUZZLE_DTLS)
+/* The PSK and its identity, under one security tag, for every session's socket. The buffers stay
+ * where they are (tls_credential_add keeps a pointer): string literals. */
+static int add_credentials(void)
 {
-	printk("network changed: new session, re-registering\n");
+	int rc = tls_credential_add(CONFIG_KUZZLE_DTLS_SEC_TAG, TLS_CREDENTIAL_PSK,
+				    CONFIG_KUZZLE_PSK_KEY, sizeof(CONFIG_KUZZLE_PSK_KEY) - 1);
+
+	if (rc == 0 || rc == -EEXIST) {
+		rc = tls_credential_add(CONFIG_KUZZLE_DTLS_SEC_TAG, TLS_CREDENTIAL_PSK_ID,
+					CONFIG_KUZZLE_PSK_IDENTITY,
+					sizeof(CONFIG_KUZZLE_PSK_IDENTITY) - 1);
+	}
+	return rc == -EEXIST ? 0 : rc;
+}
+
+/* DTLS options of a new socket, then connect(): the handshake (blocking, at most ~15 s). */
+static int dtls_connect(int fd)
+{
+	static const sec_tag_t tags[] = {CONFIG_KUZZLE_DTLS_SEC_TAG};
+	int verify = TLS_PEER_VERIFY_NONE; /* PSK: no certificate to verify */
+	int role = TLS_DTLS_ROLE_CLIENT;
+	uint32_t min_ms = DTLS_HANDSHAKE_MIN_MS, max_ms = DTLS_HANDSHAKE_MAX_MS;
+
+	if (zsock_setsockopt(fd, SOL_TLS, TLS_SEC_TAG_LIST, tags, sizeof(tags)) < 0 ||
+	    zsock_setsockopt(fd, SOL_TLS, TLS_PEER_VERIFY, &verify, sizeof(verify)) < 0 ||
+	    zsock_setsockopt(fd, SOL_TLS, TLS_DTLS_ROLE, &role, sizeof(role)) < 0 ||
+	    zsock_setsockopt(fd, SOL_TLS, TLS_DTLS_HANDSHAKE_TIMEOUT_MIN, &min_ms, sizeof(min_ms)) < 0 ||
+	    zsock_setsockopt(fd, SOL_TLS, TLS_DTLS_HANDSHAKE_TIMEOUT_MAX, &max_ms, sizeof(max_ms)) < 0) {
+		printk("error dtls reason=setsockopt errno=%d\n", errno);
+		return -1;
+	}
+	int64_t start = k_uptime_get();
+
+	if (zsock_connect(fd, (struct sockaddr *)&server, sizeof(server)) < 0) {
+		printk("error dtls reason=handshake errno=%d ms=%lld\n", errno,
+		       (long long)(k_uptime_get() - start));
+		return -1;
+	}
+	printk("dtls handshake ok identity=%s ms=%lld\n", CONFIG_KUZZLE_PSK_IDENTITY,
+	       (long long)(k_uptime_get() - start));
+	return 0;
+}
+#endif
+
+/* A new socket (a new source port: a new endpoint for the server; on coaps, a new handshake):
+ * clock and registration again. */
+static void open_session(int64_t now, atomic_val_t why)
+{
+	printk("network %s: new session, re-registering\n", why == NET_ERROR ? "error" : "changed");
 	if (sock >= 0) {
 		close_session();
 	}
 	clock_synced = false;
+#if defined(CONFIG_KUZZLE_DTLS)
+	/* At most one session every SESSION_RETRY_MS, whatever fails. */
+	session_retry_at = now + SESSION_RETRY_MS;
+	sock = zsock_socket(AF_INET, SOCK_DGRAM, IPPROTO_DTLS_1_2);
+	if (sock >= 0 && dtls_connect(sock) < 0) {
+		zsock_close(sock);
+		sock = -1;
+		atomic_set(&network_changed, NET_ERROR);
+		session_retry_at = k_uptime_get() + SESSION_RETRY_MS; /* after the handshake's own time */
+		return;
+	}
+#else
 	sock = zsock_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+#endif
 	if (sock < 0) {
 		printk("error socket errno=%d\n", errno);
-		atomic_set(&network_changed, 1);
+		atomic_set(&network_changed, NET_CHANGED);
 		session_retry_at = now + SESSION_RETRY_MS;
 		return;
 	}
@@ -814,9 +941,11 @@ static int64_t loop_wait_ms(void)
 
 int main(void)
 {
-	printk("start host=%s port=%d index=%s sensors=%s commands=%s period_ms=%u auth=%s\n",
+	printk("start host=%s port=%d index=%s sensors=%s commands=%s period_ms=%u auth=%s transport=%s\n",
 	       CONFIG_KUZZLE_HOST, CONFIG_KUZZLE_COAP_PORT, CONFIG_KUZZLE_INDEX, CONFIG_KUZZLE_SENSORS,
-	       CONFIG_KUZZLE_COMMANDS, CONFIG_KUZZLE_PERIOD_MS, use_login() ? "login" : "jwt");
+	       CONFIG_KUZZLE_COMMANDS, CONFIG_KUZZLE_PERIOD_MS,
+	       use_login() ? "login" : use_identity() ? "dtls_identity" : "jwt",
+	       IS_ENABLED(CONFIG_KUZZLE_DTLS) ? "dtls-psk" : "udp");
 	server.sin_family = AF_INET;
 	server.sin_port = htons(CONFIG_KUZZLE_COAP_PORT);
 	if (zsock_inet_pton(AF_INET, CONFIG_KUZZLE_HOST, &server.sin_addr) != 1) {
@@ -826,8 +955,16 @@ int main(void)
 	if (use_login()) {
 		atomic_set(&need_login, 1);
 	} else {
-		strcpy(jwt, CONFIG_KUZZLE_JWT); /* fits: BUILD_ASSERT above */
+		strcpy(jwt, CONFIG_KUZZLE_JWT); /* fits: BUILD_ASSERT above; empty: DTLS identity */
 	}
+#if defined(CONFIG_KUZZLE_DTLS)
+	int rc = add_credentials();
+
+	if (rc < 0) {
+		printk("error config reason=tls_credential_add errno=%d\n", -rc);
+		return 1;
+	}
+#endif
 	coap_client_init(&client, NULL);
 	net_mgmt_init_event_callback(&l4_callback, on_l4_event,
 				     NET_EVENT_L4_CONNECTED | NET_EVENT_L4_DISCONNECTED);
@@ -838,8 +975,8 @@ int main(void)
 		k_sem_take(&wake, K_MSEC(loop_wait_ms()));
 		int64_t now = k_uptime_get();
 
-		if (now >= session_retry_at && atomic_cas(&network_changed, 1, 0)) {
-			open_session(now);
+		if (now >= session_retry_at && atomic_get(&network_changed) != NET_OK) {
+			open_session(now, atomic_set(&network_changed, NET_OK));
 		}
 		if (sock < 0) {
 			continue; /* no network yet */
