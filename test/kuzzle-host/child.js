@@ -1,8 +1,8 @@
 'use strict';
 
-// The Kuzzle process of a host: index.js forks this file, which runs one
-// Kuzzle 2.56 `Backend` and talks to its parent over IPC:
-//   parent -> child  {type:'start', options}, {type:'query'|'ask', id, ...}
+// The Kuzzle process of a host: index.js (and cluster/node.js, once per node) forks this file, which runs one
+// Kuzzle 2.56 `Backend` and talks to its parent over IPC (the parent's side: childIpc.js):
+//   parent -> child  {type:'start', options}, {type:'query'|'ask'|'coapStats', id, ...}
 //   child -> parent  {type:'ready', ...} | {type:'failed', error}, {type:'reply', id, result|error}
 // Stopping: SIGTERM (Kuzzle's own handler shuts down gracefully and exits).
 
@@ -74,7 +74,9 @@ async function start(options) {
   };
 
   // Precedence: explicit options > user configuration > options.defaults > generated.
-  setDefault('cluster.enabled', false);
+  // options.cluster (cluster/: one node of a multi-node cluster) is merged over Kuzzle's cluster section.
+  if (options.cluster) _.merge(config.cluster, options.cluster);
+  else setDefault('cluster.enabled', false);
   if (options.port !== undefined) config.server.port = options.port;
   else if (!isUserSet('server.port')) config.server.port = options.defaults?.port ?? await freeTcpPort();
 
@@ -155,7 +157,7 @@ async function start(options) {
   });
 }
 
-// Only as index.js' fork (Node 20's `node --test test/` also runs this file).
+// Only as a host's fork (Node 20's `node --test test/` also runs this file).
 if (process.send) {
   // The parent is gone (even SIGKILLed): do not outlive it.
   process.on('disconnect', () => process.exit(1));

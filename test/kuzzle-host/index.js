@@ -48,6 +48,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { startRedis } = require('./redis');
 const { onProcessExit, kill, waitExit } = require('./cleanup');
+const { connectChild } = require('./childIpc');
 
 const projectRoot = path.resolve(__dirname, '../..');
 // Where Kuzzle's entryPoint.loadMoreProtocols() looks for protocols.
@@ -78,12 +79,6 @@ function linkProtocol(target) {
   }
   fs.mkdirSync(enabledDir, { recursive: true });
   fs.symlinkSync(target, linkPath, 'dir');
-}
-
-function toError(serialized) {
-  const error = new Error(serialized.message);
-  Object.assign(error, { id: serialized.id, status: serialized.status, code: serialized.code, kuzzleStack: serialized.stack });
-  return error;
 }
 
 /**
@@ -119,29 +114,7 @@ async function startKuzzleHost(options = {}) {
     stream?.on('data', (chunk) => { output = (output + chunk).slice(-64 * 1024); });
   }
   const removeHook = onProcessExit(() => kill(child.pid, 'SIGKILL'));
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-
-  const pending = new Map();
-  let nextId = 0;
-  child.on('message', (message) => {
-    const call = message?.type === 'reply' && pending.get(message.id);
-    if (!call) return;
-    pending.delete(message.id);
-    if (pending.size === 0) child.channel?.unref();
-    if (message.error) call.reject(toError(message.error));
-    else call.resolve(message.result);
-  });
-  exited.then(() => {
-    for (const call of pending.values()) call.reject(new Error('Kuzzle exited'));
-    pending.clear();
-  });
-  const request = (message) => new Promise((resolve, reject) => {
-    if (!child.connected) return reject(new Error('Kuzzle is not running'));
-    const id = ++nextId;
-    pending.set(id, { resolve, reject });
-    child.channel.ref(); // keep this process alive until the reply
-    child.send({ ...message, id });
-  });
+  const ipc = connectChild(child);
 
   let stopping = null;
   const stop = () => {
@@ -154,30 +127,17 @@ async function startKuzzleHost(options = {}) {
     return stopping;
   };
 
-  const bootTimeout = options.bootTimeout ?? 60000;
   let ready;
   try {
-    let timer;
-    ready = await new Promise((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`no "ready" after ${bootTimeout} ms`)), bootTimeout);
-      child.on('message', (message) => {
-        if (message?.type === 'ready') resolve(message);
-        if (message?.type === 'failed') reject(toError(message.error));
-      });
-      exited.then(({ code, signal }) => reject(new Error(`Kuzzle exited during boot (${signal || `code ${code}`})`)));
-      child.send({
-        type: 'start',
-        options: {
-          port: options.port,
-          coap: options.coap,
-          defaults: options.defaults,
-          logLevel: options.logLevel,
-          appSetup: options.appSetup,
-          redis: { host: redis.host, port: redis.port, password: redis.password },
-          elasticsearchUrl: process.env.ELASTICSEARCH_URL || undefined,
-        },
-      });
-    }).finally(() => clearTimeout(timer));
+    ready = await ipc.start({
+      port: options.port,
+      coap: options.coap,
+      defaults: options.defaults,
+      logLevel: options.logLevel,
+      appSetup: options.appSetup,
+      redis: { host: redis.host, port: redis.port, password: redis.password },
+      elasticsearchUrl: process.env.ELASTICSEARCH_URL || undefined,
+    }, options.bootTimeout ?? 60000);
   } catch (error) {
     await stop();
     const tail = output.trim() ? `\n--- Kuzzle output (end) ---\n${output.trim().slice(-8000)}` : '';
@@ -185,21 +145,15 @@ async function startKuzzleHost(options = {}) {
     throw error;
   }
 
-  // From now on, nothing of ours keeps this process alive (see header).
+  // From now on, nothing of ours keeps this process alive (see header; the IPC channel: childIpc.js).
   child.unref();
-  child.channel.unref();
   child.stdout?.unref();
   child.stderr?.unref();
 
   return {
-    /** IPC proxy to the Kuzzle child: query() = app.sdk.query() (embedded SDK, all rights), ask() = kuzzle.ask() */
-    kuzzle: {
-      pid: child.pid,
-      query: (req) => request({ type: 'query', request: req }),
-      ask: (event, ...args) => request({ type: 'ask', event, args }),
-      /** The plugin's stats() snapshot. */
-      coapStats: () => request({ type: 'coapStats' }),
-    },
+    /** IPC proxy to the Kuzzle child (childIpc.js): query() = app.sdk.query() (embedded SDK, all rights),
+     * ask() = kuzzle.ask(), coapStats() = the plugin's stats() */
+    kuzzle: { pid: child.pid, query: ipc.query, ask: ipc.ask, coapStats: ipc.coapStats },
     httpPort: ready.httpPort,
     url: `http://127.0.0.1:${ready.httpPort}`,
     coapPort: ready.coapPort,
@@ -210,7 +164,7 @@ async function startKuzzleHost(options = {}) {
     storage: ready.storage,
     redis,
     bootMs: Date.now() - began,
-    exited,
+    exited: ipc.exited,
     logs: () => output,
     stop,
   };

@@ -1,8 +1,9 @@
 'use strict';
 
-// A private, throwaway Redis for one Kuzzle host: redis-server on 127.0.0.1,
-// a free port, no persistence, a temp dir. Or the Redis of REDIS_URL, if set
-// (then nothing is started and stop() does nothing).
+// A private, throwaway redis-server (no persistence, a temp dir): startRedis() for the
+// single-node host (127.0.0.1, a free port; or the Redis of REDIS_URL, if set: then nothing is
+// started and stop() does nothing), spawnRedis() with options for the cluster's shared Redis
+// (cluster/cluster.js: inside the bridge namespace).
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -71,17 +72,19 @@ function fromUrl(url) {
   };
 }
 
-async function spawnRedis(bin) {
-  const host = '127.0.0.1';
-  const port = await freeTcpPort(host);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kuzzle-host-redis-'));
-  const child = spawn(bin, [
-    '--port', String(port), '--bind', host, '--save', '', '--appendonly', 'no',
-    '--dir', dir, '--daemonize', 'no', '--logfile', '',
-  ], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+async function spawnOnce({ bin, host, port, namespace, protectedMode, dirPrefix }) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), dirPrefix));
+  const args = ['--port', String(port), '--bind', host, '--protected-mode', protectedMode ? 'yes' : 'no',
+    '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--logfile', ''];
+  const spawnOptions = { detached: true, stdio: ['ignore', 'pipe', 'pipe'] };
+  // `ip netns exec` execs redis-server: child.pid is redis' pid.
+  const child = namespace
+    ? spawn(findExecutable('ip') ?? 'ip', ['netns', 'exec', namespace, bin, ...args], spawnOptions)
+    : spawn(bin, args, spawnOptions);
+  const where = `${host}:${port}${namespace ? ` in namespace ${namespace}` : ''}`;
 
   let output = '';
-  const keep = (chunk) => { output = (output + chunk).slice(-4000); };
+  const keep = (chunk) => { output = (output + chunk).slice(-16000); };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   let spawnError = null;
@@ -89,26 +92,28 @@ async function spawnRedis(bin) {
 
   const removeDir = () => fs.rmSync(dir, { recursive: true, force: true });
   const removeHook = onProcessExit(() => {
-    kill(child.pid);
+    if (child.pid) kill(child.pid, 'SIGKILL'); // its directory goes right after
     removeDir();
   });
   let stopped = null;
   const stop = () => {
     stopped ??= (async () => {
       removeHook();
-      kill(child.pid);
+      if (child.pid) kill(child.pid);
       await waitExit(child, 5000);
       removeDir();
     })();
     return stopped;
   };
 
+  // A PING from this process, also for a namespaced Redis: its address is reachable from here
+  // (cluster: the bridge address, through the root veth).
   const deadline = Date.now() + BOOT_TIMEOUT;
   while (!(await ping(host, port))) {
     const exited = child.exitCode !== null || child.signalCode !== null;
     if (spawnError || exited || Date.now() > deadline) {
       await stop();
-      const error = new Error(`redis-server did not start on ${host}:${port}: ${spawnError?.message || output.trim() || 'timeout'}`);
+      const error = new Error(`redis-server did not start on ${where}: ${spawnError?.message || output.trim() || 'timeout'}`);
       error.portInUse = /address already in use/i.test(output);
       throw error;
     }
@@ -118,29 +123,53 @@ async function spawnRedis(bin) {
   child.unref();
   child.stdout.unref();
   child.stderr.unref();
-  return { url: `redis://${host}:${port}`, host, port, pid: child.pid, external: false, stop };
+  return { url: `redis://${host}:${port}`, host, port, pid: child.pid, external: false, logs: () => output, stop };
 }
 
 /**
- * Starts a private redis-server (or uses REDIS_URL).
- * @returns {Promise<{url, host, port, password?, pid?, external, stop(): Promise<void>}>}
+ * Spawns a private redis-server; resolves once it answers PING.
+ *
+ * @param {object} [options]
+ * @param {string} [options.host='127.0.0.1'] the address it binds
+ * @param {number} [options.port] default: a free port (probed in this process' namespace, so
+ *   required with `namespace`)
+ * @param {string} [options.namespace] network namespace to run it in (`ip netns exec`); `host`
+ *   must be reachable from this process
+ * @param {boolean} [options.protectedMode=true] false: accepts clients from other addresses (and
+ *   namespaces) without a password, which protected mode refuses
+ * @param {string} [options.dirPrefix='kuzzle-host-redis-'] name prefix of its temp dir
+ * @returns {Promise<{url, host, port, pid, external: false, logs(): string, stop(): Promise<void>}>}
  */
-async function startRedis() {
-  if (process.env.REDIS_URL) return fromUrl(process.env.REDIS_URL);
+async function spawnRedis({ host = '127.0.0.1', port, namespace, protectedMode = true, dirPrefix = 'kuzzle-host-redis-' } = {}) {
   const bin = findExecutable('redis-server');
   if (!bin) {
-    const error = new Error('redis-server not found: install it (Debian: `apt-get install redis-server`) or set REDIS_URL');
+    const error = new Error('redis-server not found: install it (Debian: `apt-get install redis-server`)');
     error.code = 'REDIS_SERVER_MISSING';
     throw error;
   }
+  const options = { bin, host, namespace, protectedMode, dirPrefix };
+  if (port !== undefined) return spawnOnce({ ...options, port });
+  if (namespace) throw new Error('spawnRedis: a port is required with a namespace');
   // The free port can be taken between the probe and redis' bind: retry.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await spawnRedis(bin);
+      return await spawnOnce({ ...options, port: await freeTcpPort(host) });
     } catch (error) {
       if (!error.portInUse || attempt === 3) throw error;
     }
   }
 }
 
-module.exports = { startRedis, freeTcpPort, findExecutable };
+/**
+ * Starts a private redis-server on 127.0.0.1 (or uses REDIS_URL).
+ * @returns {Promise<{url, host, port, password?, pid?, external, logs?(), stop(): Promise<void>}>}
+ */
+async function startRedis() {
+  if (process.env.REDIS_URL) return fromUrl(process.env.REDIS_URL);
+  return spawnRedis().catch((error) => {
+    if (error.code === 'REDIS_SERVER_MISSING') error.message += ' or set REDIS_URL';
+    throw error;
+  });
+}
+
+module.exports = { startRedis, spawnRedis, freeTcpPort, findExecutable };
