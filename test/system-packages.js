@@ -3,14 +3,15 @@
  * The Debian packages the tests need, checked before `npm test` (and by .ci/run): libcoap's
  * clients and headers (real CoAP peers, the C firmware example), redis-server (the Kuzzle host),
  * python3-cbor2 (an independent CBOR decoder, and the raw-socket sender), the C build tools (the
- * native DTLS addon, built by node-gyp at `npm ci`, and the C firmware example) and the openssl
- * command (test certificates).
+ * native DTLS addon, built by node-gyp at `npm ci`, and the C firmware example), the openssl
+ * command (test certificates), and nginx with its stream module (the cluster tests' UDP load
+ * balancer).
  * Run as root, it installs the missing ones with apt-get; otherwise it prints the exact
  * `apt-get install` line and fails, so that no test skips for want of a tool.
  */
 const { spawnSync } = require('node:child_process');
 
-const PACKAGES = ['libcoap3-bin', 'libcoap3-dev', 'redis-server', 'python3-cbor2', 'gcc', 'g++', 'make', 'python3', 'pkg-config', 'libc6-dev', 'openssl'];
+const PACKAGES = ['libcoap3-bin', 'libcoap3-dev', 'redis-server', 'python3-cbor2', 'gcc', 'g++', 'make', 'python3', 'pkg-config', 'libc6-dev', 'openssl', 'nginx', 'libnginx-mod-stream'];
 
 const installed = (name) =>
   spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' }).stdout?.includes('install ok installed') === true;

@@ -9,6 +9,10 @@
 // coaps (DTLS) on UDP 5684 too, with a demo device credential: a user
 // "demo-device", an API key of its own, and a credentials file in a temporary
 // directory (removed at exit) that maps the PSK identity to that API key.
+//
+// `npm run dev -- --nodes 3` (root): a Kuzzle cluster of 3 nodes instead, one network namespace
+// each (cluster/cluster.js), with nginx in front of them on 127.0.0.1 (cluster/balancer.js:
+// Debian nginx + libnginx-mod-stream); prints the balancer's and each node's URLs. No coaps there.
 
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -57,6 +61,65 @@ async function provisionDemoDevice(host, credentialsFile) {
     if (waited > 5000) throw new Error(`the plugin did not reload ${credentialsFile}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** `--nodes N` (or `--nodes=N`) from the command line, null if absent. */
+function nodesOption(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const value = argv[i] === '--nodes' ? argv[i + 1] : argv[i].startsWith('--nodes=') ? argv[i].slice(8) : undefined;
+    if (value === undefined) continue;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1 || n > 20) throw new Error(`--nodes: an integer from 1 to 20, got ${value}`);
+    return n;
+  }
+  return null;
+}
+
+/** `npm run dev -- --nodes N`: a cluster behind nginx; Ctrl-C removes everything. */
+async function mainCluster(count) {
+  const { startKuzzleCluster } = require('./cluster');
+  console.log(`Starting a Kuzzle cluster of ${count} node(s) behind nginx (network namespaces; needs root)...`);
+  const cluster = await startKuzzleCluster({ nodes: count, balancer: 'nginx', verbose: process.env.KUZZLE_HOST_VERBOSE === '1' });
+
+  let stopping = false;
+  const shutdown = async (code) => {
+    if (stopping) process.exit(code); // second Ctrl-C: cleanup.js kills and removes at exit
+    stopping = true;
+    console.log('\nStopping nginx, the nodes and Redis, removing the namespaces...');
+    await cluster.stop();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => shutdown(0));
+  process.on('SIGTERM', () => shutdown(0));
+  for (const node of cluster.nodes) {
+    node.exited.then(() => {
+      if (!stopping) console.error(`Kuzzle node ${node.index} exited; the others go on (Ctrl-C stops everything)`);
+    });
+  }
+  setInterval(() => {}, 1 << 30); // the cluster's processes are unref'ed: stay up
+
+  await cluster.nodes[0].query({ controller: 'index', action: 'create', index: 'demo' }).catch(() => {});
+  await cluster.nodes[0].query({ controller: 'collection', action: 'create', index: 'demo', collection: 'sensors' });
+
+  const { balancer } = cluster;
+  const lines = [
+    '',
+    `Kuzzle 2.56 cluster of ${count} node(s) ready in ${(cluster.bootMs / 1000).toFixed(1)} s (run ${cluster.network.tag})`,
+    `  balancer   ${balancer.coapUrl}  (nginx, UDP; a device sticks to a node; proxy_timeout ${balancer.proxyTimeout})`,
+    `             ${balancer.httpUrl}  (Kuzzle HTTP, round robin)`,
+    `             nodes see every device behind it at ${balancer.address}; config ${balancer.configFile}`,
+    ...cluster.nodes.map((node) => `  node ${node.index}     ${node.coapUrl}  ${node.httpUrl}  ${node.loopbackHttpUrl}  (namespace ${node.ns})`),
+    `  Redis      ${cluster.redis.url ?? `${cluster.redis.host}:${cluster.redis.port}`}  (namespace ${cluster.network.bridgeNs}, discarded at exit)`,
+    `  Storage    ${cluster.storage.url}  (in-memory Elasticsearch 7 emulation shared by the nodes; nothing is kept)`,
+    'Try:',
+    `  coap-client-notls -m post -A 50 ${balancer.coapUrl}/api/server/now`,
+    `  coap-client-notls -m post -A 50 -t 50 -e '{"temperature":21.5}' '${balancer.coapUrl}/api/document/create?index=demo&collection=sensors'`,
+    `  coap-client-notls -s 60 -A 50 -m get '${balancer.coapUrl}/api/realtime/subscribe?index=demo&collection=sensors'`,
+    `  curl ${balancer.httpUrl}/cluster/_status`,
+    `  curl -X POST -H 'content-type: application/json' -d '{"temperature":22}' ${cluster.nodes[count - 1].loopbackHttpUrl}/demo/sensors/_create`,
+    'Ctrl-C stops everything.',
+  ];
+  console.log(lines.join('\n'));
 }
 
 async function main() {
@@ -137,7 +200,14 @@ async function main() {
 if (process.env.NODE_TEST_CONTEXT) {
   console.log('# test/kuzzle-host/dev.js is the `npm run dev` command, not a test: skipped');
 } else {
-  main().catch((error) => {
+  let nodes = null;
+  try {
+    nodes = nodesOption(process.argv.slice(2));
+  } catch (error) {
+    console.error(error.message);
+    process.exit(2);
+  }
+  (nodes === null ? main() : mainCluster(nodes)).catch((error) => {
     console.error(error.message);
     process.exit(1);
   });

@@ -37,18 +37,28 @@
  *   by a node has its real source address (P.254 for the test process).
  * - The nodes reach Redis at P.1:6379 and the storage at http://P.254:9200 (Kuzzle's own ES 7
  *   client, `services.storageEngine.client.node`), each other at P.<11+j>:7510/7511.
- * - A load balancer can be added next as one more namespace on the bridge
- *   (`cluster.network.attach('lb', 2)` gives T-lb at P.2, interface eth0) running nginx or
- *   nftables DNAT towards P.11..P.<10+N>; or in the root namespace, listening on 127.0.0.1 or
- *   P.254 and proxying to the nodes' addresses (reachable from there, as above).
+ * - The load balancer (option `balancer: 'nginx'`, balancer.js) runs in the root namespace:
+ *   nginx's stream module listens on 127.0.0.1 (CoAP over UDP, and HTTP over TCP, round robin,
+ *   plus one loopback HTTP port per node) and proxies to the nodes' addresses from P.253 (added
+ *   to the root veth T+"h" for it, `proxy_bind`): a node sees every device behind nginx as
+ *   P.253:<one nginx port per device session>, and the test process' direct traffic as P.254.
+ *   Devices stick to a node by `hash $remote_addr$remote_port consistent`; a node that answers
+ *   with ICMP port unreachable (dead) is skipped for fail_timeout. `cluster.balancer.coapUrl`,
+ *   `.httpUrl`, `.nodeHttpUrls[i]`.
+ *   (Another namespace on the bridge, `cluster.network.attach('lb', 2)`, would suit nftables DNAT.)
  *
  * Processes: redis-server (in T-br), one ../child.js per node (in T-n<i>; Kuzzle forks its ID card
- * renewer there too); the storage server is an HTTP server in this process. Teardown kills
+ * renewer there too), nginx (root namespace, a process group of its own, when asked); the storage
+ * server is an HTTP server in this process. Teardown kills
  * everything in the namespaces, then removes them (and the veth, the bridge, the subnet lock);
  * a process exit (even by SIGINT/SIGTERM) does it synchronously through ../cleanup.js. After a
  * SIGKILL of this process the nodes exit by themselves (IPC disconnect, within ~15 s) and the
- * rest (Redis, namespaces, veth, lock, Redis' directory) is removed by the next start, which
- * removes every "kzc<dead pid>..." namespace, veth, directory and lock.
+ * rest (Redis, nginx, namespaces, veth, lock, Redis' and nginx's directories) is removed by the next
+ * start, which removes every "kzc<dead pid>..." namespace, veth, directory and lock, and ends the
+ * nginx process group named in a dead run's directory.
+ *
+ * Every node runs ./node-setup.js as its Kuzzle application setup (then options.appSetup): it
+ * lets `cluster.nodes[i].connections('coap')` list Kuzzle's client connections with their ips.
  */
 
 const fs = require('node:fs');
@@ -59,6 +69,8 @@ const { createNetwork, removeLeftovers, namespacePids, isRoot } = require('./net
 const { startStorageServer } = require('./storage-server');
 const { spawnRedis } = require('../redis');
 const { startNode } = require('./node');
+const { startBalancer, removeBalancerLeftovers } = require('./balancer');
+const { CONNECTIONS } = require('./node-setup');
 
 const HTTP_PORT = 7512;
 const COAP_PORT = 5683;
@@ -93,6 +105,8 @@ const tail = (text, n = 6000) => (text.length > n ? `...${text.slice(-n)}` : tex
  * @param {string} [options.protocolDir] directory installed as the coap protocol (default: the project root)
  * @param {boolean} [options.verbose] nodes' output on this process' output (default KUZZLE_HOST_VERBOSE=1)
  * @param {number} [options.bootTimeout=90000] ms, per node and for the cluster to form
+ * @param {'nginx'|boolean|object} [options.balancer] nginx in front of the nodes (balancer.js): 'nginx'
+ *   or true, or {proxyTimeout: '1h', maxFails: 1, failTimeout: '10s'}; default none
  */
 async function startKuzzleCluster(options = {}) {
   if (!isRoot()) {
@@ -105,10 +119,14 @@ async function startKuzzleCluster(options = {}) {
   const bootTimeout = options.bootTimeout ?? 90000;
   linkProtocol(path.resolve(options.protocolDir ?? projectRoot));
 
-  const leftovers = removeLeftovers();
+  const balancerOptions = options.balancer === 'nginx' || options.balancer === true ? {}
+    : options.balancer && typeof options.balancer === 'object' ? options.balancer : null;
+  if (options.balancer && !balancerOptions) throw new Error(`balancer: 'nginx', true or an object, got ${JSON.stringify(options.balancer)}`);
+  const leftovers = [...removeBalancerLeftovers(), ...removeLeftovers()];
   const net = createNetwork({ nodes: count });
   let storage = null;
   let redis = null;
+  let balancer = null;
   const handles = new Array(count).fill(null); // startNode() results; replaced by restartNode()
 
   const removeHook = onProcessExit(() => {
@@ -119,6 +137,7 @@ async function startKuzzleCluster(options = {}) {
   let stopping = null;
   const stop = () => {
     stopping ??= (async () => {
+      await balancer?.stop();
       // Nodes first (they leave the cluster through Redis), gracefully, all together.
       await Promise.all(handles.map((handle) => handle?.stop(10000)));
       await redis?.stop();
@@ -139,12 +158,15 @@ async function startKuzzleCluster(options = {}) {
     coap: { host: '0.0.0.0', port: COAP_PORT, ...options.coap },
     cluster: { ...options.cluster, enabled: true },
     logLevel: options.logLevel,
-    appSetup: options.appSetup,
+    appSetup: path.join(__dirname, 'node-setup.js'), // then options.appSetup (KUZZLE_CLUSTER_APP_SETUP)
     redis: { host: redis.host, port: redis.port },
     elasticsearchUrl: storage.url,
   });
+  const appSetup = options.appSetup ? path.resolve(options.appSetup) : '';
   const boot = async (i) => {
-    handles[i] = await startNode({ ns: net.nodes[i].ns, options: nodeOptions(), verbose, label: `node${i}`, bootTimeout });
+    handles[i] = await startNode({
+      ns: net.nodes[i].ns, options: nodeOptions(), verbose, label: `node${i}`, bootTimeout, env: { KUZZLE_CLUSTER_APP_SETUP: appSetup },
+    });
     return handles[i];
   };
 
@@ -166,6 +188,10 @@ async function startKuzzleCluster(options = {}) {
     query: (req) => handles[i].query(req),
     ask: (event, ...args) => handles[i].ask(event, ...args),
     coapStats: () => handles[i].coapStats(),
+    /** Kuzzle's client connections on this node ([{id, protocol, ips}]), of `protocol` if given. */
+    connections: (protocol) => handles[i].ask(CONNECTIONS, protocol),
+    /** This node's HTTP API on 127.0.0.1 (through the balancer's nginx; null without it). */
+    get loopbackHttpUrl() { return balancer?.nodeHttpUrls[i] ?? null; },
   }));
 
   /** `cluster:status` as node i sees it (activeNodes, nodes[{id, address, birthdate}], activity). */
@@ -205,6 +231,9 @@ async function startKuzzleCluster(options = {}) {
     await boot(0);
     await Promise.all(nodes.slice(1).map((n) => boot(n.index)));
     await waitForNodes(count, bootTimeout);
+    if (balancerOptions) {
+      balancer = await startBalancer({ ...balancerOptions, net, nodes: nodes.map((n) => ({ address: n.address, coapPort: n.coapPort, httpPort: n.httpPort })) });
+    }
   } catch (error) {
     const nodeLogs = error.logs ?? logs();
     await stop();
@@ -217,6 +246,8 @@ async function startKuzzleCluster(options = {}) {
     network: net,
     storage,
     redis,
+    /** nginx in front of the nodes (balancer.js: coapUrl, httpUrl, nodeHttpUrls, address, logs(), sessions()), or null. */
+    get balancer() { return balancer; },
     leftoversRemoved: leftovers,
     bootMs: Date.now() - began,
     status,

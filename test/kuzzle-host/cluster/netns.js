@@ -164,7 +164,9 @@ let clusterCount = 0;
  * @returns {{tag, prefix, bridgeNs, bridge, bridgeAddress, hostLink, hostAddress,
  *   nodes: {ns, link, address}[], attach(name, hostNumber): {ns, link, address}, remove(): void}}
  *   attach() adds one more namespace on the bridge ("<tag>-<name>", address <prefix>.<hostNumber>,
- *   interface eth0), e.g. for a load balancer; remove() removes it too.
+ *   interface eth0), e.g. for a load balancer; remove() removes it too. addHostAddress(hostNumber)
+ *   adds <prefix>.<hostNumber>/32 to the root veth (a second source address for a process of the
+ *   root namespace, e.g. nginx's `proxy_bind`); it goes with the veth.
  */
 function createNetwork({ nodes }) {
   if (!isRoot()) throw new Error('a Kuzzle cluster host needs root (network namespaces, veth pairs, a bridge): run the tests as root');
@@ -194,6 +196,11 @@ function createNetwork({ nodes }) {
       ip(...n, 'addr', 'add', `${spec.address}/24`, 'dev', 'eth0');
       ip(...n, 'link', 'set', 'eth0', 'up');
       return spec;
+    },
+    addHostAddress(hostNumber) {
+      const address = `${prefix}.${hostNumber}`;
+      ip('addr', 'add', `${address}/32`, 'dev', net.hostLink);
+      return address;
     },
   };
   let removed = false;

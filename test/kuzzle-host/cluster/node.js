@@ -25,14 +25,16 @@ const LOG_LIMIT = 256 * 1024;
  * @param {boolean} [spec.verbose] Kuzzle's output on this process' stdout/stderr, prefixed
  * @param {string} [spec.label] prefix of verbose lines
  * @param {number} [spec.bootTimeout=60000] ms
+ * @param {object} [spec.env] added to the node's environment
  * @returns {Promise<{pid, ready, exited, logs(), query(), ask(), coapStats(), kill(signal), stop()}>}
  *   On failure the error carries `logs` (the node's output).
  */
-async function startNode({ ns, options, verbose = false, label = ns, bootTimeout = 60000 }) {
+async function startNode({ ns, options, verbose = false, label = ns, bootTimeout = 60000, env }) {
   const child = fork(childJs, [], {
     execPath: ipBin,
     execArgv: ['netns', 'exec', ns, process.execPath],
     detached: true, // no terminal Ctrl-C: the cluster stops its nodes
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let output = '';
