@@ -223,8 +223,9 @@ export class DtlsSocket implements DatagramSocket {
     const { datagrams, session: handle, error } = this.native.listen(this.listener, key, datagram, this.pskLookup);
     this.output(datagrams, rinfo);
     if (error !== null) {
-      this.countFailure(failureReason(error));
-      this.log.info(`DTLS: handshake with ${rinfo.address}:${rinfo.port} failed: ${failureReason(error)} (${error})`);
+      const reason = failureReason(error);
+      this.countFailure(reason);
+      this.log.info(`DTLS: handshake with ${rinfo.address}:${rinfo.port} failed: ${reason} (${error})`);
       return;
     }
     if (handle === null) {

@@ -172,7 +172,7 @@ class CoapProtocol {
         if (ended > 0) context.log.info(`[${this.protocol}] coaps: credential ${credential.kind} ${JSON.stringify(credential.identity)} revoked: ${ended} session(s) ended`);
       }
     };
-    const log = { info: (message: string) => context.log.info(`[${this.protocol}] ${message}`), error: (message: string) => context.log.error(`[${this.protocol}] ${message}`) };
+    const log = this.transportLogger(context.log);
     const stores: CredentialStore[] = [];
     const { file, index, collection, apiKey, apiKeyFile, cacheSize, cacheTtlMs } = config.coaps.credentials;
     if (file !== null) {

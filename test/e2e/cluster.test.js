@@ -50,6 +50,23 @@ after(async () => {
   await cluster?.stop();
 }, { timeout: 60000 });
 
+/**
+ * A coap-client observing `collection` at `base` for `seconds`; resolves once the registration is
+ * answered and every node counts the subscription (the room reaches the others through the cluster).
+ */
+async function observeEverywhere(base, collection, seconds) {
+  const client = spawnCoapClient(['-s', String(seconds), '-B', String(seconds + 5), '-w', '-A', '50', '-m', 'get',
+    `${base}/api/realtime/subscribe?index=${INDEX}&collection=${collection}`]);
+  const registration = lineJson(await client.waitLine((l) => l.stream === 'stdout' && l.text.includes('"roomId"'), 10000));
+  assert.equal(registration.status, 200);
+  const { roomId } = registration.result;
+  for (const node of cluster.nodes) {
+    const known = await waitUntil(async () => (await node.http.api({ controller: 'realtime', action: 'count', body: { roomId } })).result?.count === 1, 10000);
+    assert.ok(known, `node ${node.index} counts the subscription`);
+  }
+  return client;
+}
+
 test('startKuzzleCluster refuses to run without root, saying so', { timeout: 30000 }, () => {
   const script = `require(${JSON.stringify(path.join(__dirname, '../kuzzle-host/cluster'))}).startKuzzleCluster()
     .then(() => process.exit(0), (error) => { console.log(error.message); process.exit(3); })`;
@@ -79,19 +96,8 @@ test('a coap-client observing through node A is notified exactly once per docume
   // Cluster node ids by address: a notification names the node that handled the write.
   const idOf = new Map((await cluster.status(0)).nodes.map((n) => [n.address, n.id]));
 
-  const client = spawnCoapClient(['-s', '80', '-B', '85', '-w', '-A', '50', '-m', 'get',
-    `coap://${a.address}:${a.coapPort}/api/realtime/subscribe?index=${INDEX}&collection=${collection}`]);
+  const client = await observeEverywhere(`coap://${a.address}:${a.coapPort}`, collection, 80);
   try {
-    const registration = lineJson(await client.waitLine((l) => l.stream === 'stdout' && l.text.includes('"roomId"'), 10000));
-    assert.equal(registration.status, 200);
-    const { roomId } = registration.result;
-
-    // The room reaches B and C through the cluster: write only once they know it.
-    for (const node of [a, b, c]) {
-      const known = await waitUntil(async () => (await node.http.api({ controller: 'realtime', action: 'count', body: { roomId } })).result?.count === 1, 10000);
-      assert.ok(known, `node ${node.index} counts the subscription`);
-    }
-
     // A count of 1 says the subscription reached B and C, not that their notifiers use it yet: a
     // probe written on each, again until it is notified, shows that a write there reaches A.
     const notified = (id) => client.lines.some((l) => l.stream === 'stdout' && l.text.includes(`"${id}"`));
@@ -177,16 +183,8 @@ test(`an observe relation through the balancer stays silent for ${QUIET_MS / 100
   const observeStats = async () => Promise.all(cluster.nodes.map(async (n) => (await n.coapStats()).transport.observe));
   const before = await observeStats();
 
-  const client = spawnCoapClient(['-s', '110', '-B', '115', '-w', '-A', '50', '-m', 'get',
-    `${cluster.balancer.coapUrl}/api/realtime/subscribe?index=${INDEX}&collection=${collection}`]);
+  const client = await observeEverywhere(cluster.balancer.coapUrl, collection, 110);
   try {
-    const registration = lineJson(await client.waitLine((l) => l.stream === 'stdout' && l.text.includes('"roomId"'), 10000));
-    assert.equal(registration.status, 200);
-    const { roomId } = registration.result;
-    for (const node of [a, b, c]) {
-      const known = await waitUntil(async () => (await node.http.api({ controller: 'realtime', action: 'count', body: { roomId } })).result?.count === 1, 10000);
-      assert.ok(known, `node ${node.index} counts the subscription`);
-    }
     const registered = await observeStats();
     const holders = cluster.nodes.filter((n) => registered[n.index].relations > before[n.index].relations);
     assert.equal(holders.length, 1, `one node holds the relation: ${JSON.stringify(registered)}`);

@@ -16,7 +16,7 @@ const coapPacket = require('coap-packet');
 const { random, mutate } = require('../support/fuzzer');
 const { startDouble } = require('../support/hostDouble');
 const { createUdpProxy } = require('../support/udpProxy');
-const { waitUntil } = require('../support/util');
+const { freeUdpPort, waitUntil } = require('../support/util');
 
 const DEVICES = [
   { identity: 'device-a', psk: 'key-a', apiKey: 'api-key-of-a' },
@@ -37,14 +37,6 @@ after(async () => {
   await double?.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-async function freePort() {
-  const probe = dgram.createSocket('udp4');
-  await new Promise((resolve) => probe.bind(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 /** A DTLS client session to `port` (the plugin, or a proxy in front of it). */
 function connect({ identity, psk }, { port = double.protocol.listeningSecure.port, listenPort } = {}) {
@@ -100,7 +92,7 @@ function echoOverDtls({ identity, psk }, listenPort, messageId) {
 }
 
 test('a new session at the same address and port, reusing a message ID: its own credential, not the previous answer', async () => {
-  const listenPort = await freePort();
+  const listenPort = await freeUdpPort();
   const first = await echoOverDtls(DEVICES[0], listenPort, 4242);
   assert.equal(first.result.jwt, DEVICES[0].apiKey);
   await waitUntil(() => double.protocol.stats().secureTransport.dtls.sessions === 0, 2000);
@@ -111,7 +103,7 @@ test('a new session at the same address and port, reusing a message ID: its own 
 
 test('the Kuzzle connection of a coaps endpoint is removed when its DTLS session ends', async () => {
   const removedBefore = double.removed.length;
-  await echoOverDtls(DEVICES[0], await freePort(), 1);
+  await echoOverDtls(DEVICES[0], await freeUdpPort(), 1);
   // node-dtls-client closes with a close_notify: the session ends, and its connection with it.
   assert.ok(await waitUntil(() => double.removed.length === removedBefore + 1, 3000), 'the connection was removed');
 });

@@ -7,11 +7,10 @@
 // with libcoap's clients, which retransmit handshake flights and CONs.)
 const { test, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const dgram = require('node:dgram');
 const { dtls } = require('node-dtls-client');
 const { DtlsSocket } = require('../../dist/dtls/dtlsSocket');
 const { createUdpProxy } = require('../support/udpProxy');
-const { sleep, waitUntil } = require('../support/util');
+const { freeUdpPort, sleep, waitUntil } = require('../support/util');
 
 const KEYS = new Map([['dev-a', Buffer.from('key-a')], ['dev-b', Buffer.from('key-b')], ['dev-c', Buffer.from('key-c')]]);
 const memoryKeys = { pskOf: (identity) => KEYS.get(identity) ?? null, fetchPsk: async () => {} };
@@ -68,14 +67,6 @@ function client(port, { identity = 'dev-a', key = KEYS.get(identity), listenPort
   });
 }
 
-async function freePort() {
-  const probe = dgram.createSocket('udp4');
-  await new Promise((resolve) => probe.bind(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
-
 test('a handshake, an echo carrying the PSK identity, and the stats', async () => {
   const server = await echoServer();
   const a = await client(server.port);
@@ -96,7 +87,7 @@ test('a device that restarts on the same port gets a new session; the old one en
   const server = await echoServer();
   // A device that reboots sends no close_notify: the proxy swallows node-dtls-client's alerts.
   const proxy = await proxyTo(server.port, { tap: (datagram) => datagram[0] === 21 });
-  const listenPort = await freePort();
+  const listenPort = await freeUdpPort();
   const first = await client(proxy.port, { listenPort });
   assert.equal(await first.ask('one'), 'dev-a:one');
   first.socket.close();
@@ -111,7 +102,7 @@ test('a device that restarts on the same port gets a new session; the old one en
 
 test('a device that restarts during its handshake (a wrong key, then the right one, from the same port) is not held until the deadline', async () => {
   const server = await echoServer({ handshakeTimeoutMs: 10000 });
-  const listenPort = await freePort();
+  const listenPort = await freeUdpPort();
   await assert.rejects(client(server.port, { listenPort, key: 'not-the-key', timeout: 1500 }));
   assert.equal(server.stats().handshaking, 1, 'the first handshake is still waiting for its deadline');
   const second = await client(server.port, { listenPort, timeout: 3000 });

@@ -66,4 +66,14 @@ function waitExit(child, ms) {
   });
 }
 
-module.exports = { onProcessExit, kill, waitExit };
+/** Whether a process exists (EPERM: it does, another user's). */
+function isAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === 'EPERM';
+  }
+}
+
+module.exports = { onProcessExit, kill, waitExit, isAlive };

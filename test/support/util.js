@@ -1,5 +1,6 @@
 'use strict';
-/** Waiting and temporary files, for the integration and end-to-end tests alike. */
+/** Waiting, free ports and temporary files, for the tests and their hosts alike. */
+const dgram = require('node:dgram');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -37,4 +38,16 @@ function removeTmp() {
   tmpDir = null;
 }
 
-module.exports = { sleep, waitUntil, tmpFile, removeTmp };
+/** A UDP port nobody uses on `host` now (for a client that must bind a fixed local port, or a server's config). */
+function freeUdpPort(host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    socket.on('error', reject);
+    socket.bind(0, host, () => {
+      const { port } = socket.address();
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
+module.exports = { sleep, waitUntil, freeUdpPort, tmpFile, removeTmp };

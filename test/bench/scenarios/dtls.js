@@ -15,6 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnChild } = require('../lib/procs');
+const { measuredRun, roundLine, roundsSummary } = require('../lib/loadRounds');
 const { median, cpuSeconds, sleep } = require('../lib/util');
 
 const PLUGIN = path.join(__dirname, '..', 'servers', 'plugin.js');
@@ -32,28 +33,11 @@ function startServer({ entry, file, coap = {}, execArgv = [], name, cpu }) {
   return spawnChild(PLUGIN, [JSON.stringify({ entry, coap: { ...coap, coaps } })], { execArgv, name, cpu });
 }
 
-/** One timed load run, plain or coaps; adds the server's CPU use. */
-async function runOnce(agent, server, secure, { sockets, window, durationMs }) {
-  const cpu0 = cpuSeconds(server.pid);
+/** One timed load run, plain or coaps, with the server's CPU use. */
+function runOnce(agent, server, secure, { sockets, window, durationMs }) {
   const port = secure ? server.info.securePort : server.info.port;
-  const result = await agent.call('coapLoad', { port, path: NOW, sockets, window, durationMs, drainMs: 3000, secure: secure ? SECURE : undefined });
-  const cpu1 = cpuSeconds(server.pid);
-  result.serverCpu = cpu0 === null || cpu1 === null ? null : Math.round(((cpu1 - cpu0) / (result.elapsedMs / 1000)) * 100) / 100;
-  result.cpuUsPerRequest = cpu0 === null || cpu1 === null || result.completed === 0 ? null : Math.round(((cpu1 - cpu0) * 1e6) / result.completed);
-  return result;
+  return measuredRun(server.pid, () => agent.call('coapLoad', { port, path: NOW, sockets, window, durationMs, drainMs: 3000, secure: secure ? SECURE : undefined }));
 }
-
-const summary = (runs) => ({
-  rps: median(runs.map((r) => r.rps)),
-  p50: median(runs.map((r) => r.latencyMs.p50)),
-  p99: median(runs.map((r) => r.latencyMs.p99)),
-  serverCpu: median(runs.map((r) => r.serverCpu)),
-  cpuUsPerRequest: median(runs.map((r) => r.cpuUsPerRequest)),
-  clientCpu: median(runs.map((r) => r.clientCpu)),
-  lost: runs.reduce((sum, r) => sum + (r.unfinished ?? 0) + (r.gaveUp ?? 0), 0),
-  codes: runs.reduce((all, r) => { for (const [c, n] of Object.entries(r.codes)) all[c] = (all[c] ?? 0) + n; return all; }, {}),
-  rounds: runs.map((r) => ({ rps: r.rps, p99: r.latencyMs.p99, serverCpu: r.serverCpu, cpuUsPerRequest: r.cpuUsPerRequest, clientCpu: r.clientCpu })),
-});
 
 async function throughputAndHandshakes({ agent, params, progress, cpu, file }) {
   const server = await startServer({ entry: 'minimal', file, name: 'plugin server (coap + coaps)', cpu });
@@ -65,7 +49,7 @@ async function throughputAndHandshakes({ agent, params, progress, cpu, file }) {
       for (const secure of round % 2 ? [true, false] : [false, true]) {
         const result = await runOnce(agent, server, secure, params);
         runs[secure ? 'coaps' : 'plain'].push(result);
-        progress(`  round ${round + 1}/${params.rounds} ${secure ? 'coaps' : 'plain'}: ${result.rps} req/s, p99 ${result.latencyMs.p99} ms, server CPU ${result.serverCpu} (${result.cpuUsPerRequest} µs/req), client CPU ${result.clientCpu}${result.unfinished || result.gaveUp ? `, lost ${result.unfinished + (result.gaveUp ?? 0)}` : ''}`);
+        progress(roundLine(round, params.rounds, secure ? 'coaps' : 'plain', result));
       }
     }
 
@@ -87,8 +71,8 @@ async function throughputAndHandshakes({ agent, params, progress, cpu, file }) {
     }
     const stats = (await server.call('stats')).secureTransport.dtls;
     return {
-      plain: summary(runs.plain),
-      coaps: summary(runs.coaps),
+      plain: roundsSummary(runs.plain),
+      coaps: roundsSummary(runs.coaps),
       handshakes: {
         concurrency: params.handshakeConcurrency,
         durationMs: params.handshakeMs,

@@ -5,7 +5,7 @@
 // as many keep-alive HTTP connections with one request each.
 const path = require('node:path');
 const { spawnChild } = require('../lib/procs');
-const { median, cpuSeconds } = require('../lib/util');
+const { measuredRun, roundLine, roundsSummary } = require('../lib/loadRounds');
 
 const SERVERS = path.join(__dirname, '..', 'servers');
 const NOW = { path: ['api', 'server', 'now'] };
@@ -46,18 +46,13 @@ function targetsFor(servers, kuzzle) {
   return targets;
 }
 
-/** One timed run of the agent's load generator against a target; adds the server's CPU use. */
+/** One timed run of the agent's load generator against a target, with the server's CPU use. */
 async function runOnce(agent, target, { sockets, window, durationMs }) {
-  const cpu0 = cpuSeconds(target.pid);
-  const result = target.kind === 'coap'
-    ? await agent.call('coapLoad', { port: target.port, path: target.path, query: target.query, payloadKind: target.payloadKind, payloadJson: target.payloadJson, sockets, window, durationMs, drainMs: 3000 })
-    : await agent.call('httpLoad', { port: target.port, request: target.request, concurrency: sockets * window, durationMs, drainMs: 3000 });
-  const cpu1 = cpuSeconds(target.pid);
-  result.serverCpu = cpu0 === null || cpu1 === null ? null : Math.round(((cpu1 - cpu0) / (result.elapsedMs / 1000)) * 100) / 100;
-  // CPU time the server spent per answered request: steadier than req/s on a shared machine.
+  const result = await measuredRun(target.pid, () => (target.kind === 'coap'
+    ? agent.call('coapLoad', { port: target.port, path: target.path, query: target.query, payloadKind: target.payloadKind, payloadJson: target.payloadJson, sockets, window, durationMs, drainMs: 3000 })
+    : agent.call('httpLoad', { port: target.port, request: target.request, concurrency: sockets * window, durationMs, drainMs: 3000 })));
   // The plugin's deduplication store after the run: it fills up to its bound within seconds at full load.
   if (target.server) result.dedup = (await target.server.call('stats')).transport.deduplication;
-  result.cpuUsPerRequest = cpu0 === null || cpu1 === null || result.completed === 0 ? null : Math.round(((cpu1 - cpu0) * 1e6) / result.completed);
   return result;
 }
 
@@ -77,27 +72,12 @@ async function throughput({ agent, kuzzle, quick, cpu = null, params, progress }
       for (const target of order) {
         const result = await runOnce(agent, target, params);
         rounds.get(target.id).push(result);
-        progress(`  round ${round + 1}/${params.rounds} ${target.id}: ${result.rps} req/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, server CPU ${result.serverCpu} (${result.cpuUsPerRequest} µs/req), client CPU ${result.clientCpu}${result.unfinished || result.gaveUp ? `, lost ${result.unfinished + (result.gaveUp ?? 0)}` : ''}`);
+        progress(roundLine(round, params.rounds, target.id, result));
       }
     }
     return {
       params,
-      targets: targets.map((target) => {
-        const runs = rounds.get(target.id);
-        return {
-          id: target.id,
-          label: target.label,
-          rps: median(runs.map((r) => r.rps)),
-          p50: median(runs.map((r) => r.latencyMs.p50)),
-          p99: median(runs.map((r) => r.latencyMs.p99)),
-          serverCpu: median(runs.map((r) => r.serverCpu)),
-          cpuUsPerRequest: median(runs.map((r) => r.cpuUsPerRequest)),
-          clientCpu: median(runs.map((r) => r.clientCpu)),
-          lost: runs.reduce((sum, r) => sum + (r.unfinished ?? 0) + (r.gaveUp ?? 0) + (r.errors ?? 0), 0),
-          codes: runs.reduce((all, r) => { for (const [c, n] of Object.entries(r.codes)) all[c] = (all[c] ?? 0) + n; return all; }, {}),
-          rounds: runs.map((r) => ({ rps: r.rps, p50: r.latencyMs.p50, p99: r.latencyMs.p99, serverCpu: r.serverCpu, cpuUsPerRequest: r.cpuUsPerRequest, clientCpu: r.clientCpu, retransmissions: r.retransmissions, separate: r.separate, dedup: r.dedup })),
-        };
-      }),
+      targets: targets.map((target) => ({ id: target.id, label: target.label, ...roundsSummary(rounds.get(target.id)) })),
     };
   } finally {
     await Promise.all(Object.values(servers).filter(Boolean).map((s) => s.stop()));

@@ -59,24 +59,14 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { onProcessExit, kill } = require('../cleanup');
-const { findExecutable } = require('../redis');
+const { freeUdpPort, sleep } = require('../../support/util');
+const { onProcessExit, kill, isAlive } = require('../cleanup');
+const { findExecutable, freeTcpPort } = require('../redis');
 
 const BIND_HOST_NUMBER = 253; // P.253: the address the nodes see for balanced traffic
 const GROUP_FILE = 'group.pid'; // the nginx master's pid = its process group (written by us at spawn)
 const DIR_RE = /^kzc(\d+)[a-z]-nginx-/;
 const STREAM_MODULE_PATHS = ['/usr/lib/nginx/modules/ngx_stream_module.so', '/usr/share/nginx/modules/ngx_stream_module.so'];
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function isAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return error.code === 'EPERM';
-  }
-}
 
 /** Pids of the processes of group `pgid` whose command is nginx (from /proc). */
 function nginxGroupPids(pgid) {
@@ -136,27 +126,6 @@ function streamModuleLine(bin) {
   const found = candidates.find((file) => fs.existsSync(file));
   if (!found) throw new Error('nginx\'s stream module is missing: apt-get install libnginx-mod-stream');
   return `load_module ${found};`;
-}
-
-/** A port nobody uses on 127.0.0.1, for `type` 'udp4' or 'tcp'. */
-function freePort(type) {
-  return new Promise((resolve, reject) => {
-    if (type === 'tcp') {
-      const server = net.createServer();
-      server.on('error', reject);
-      server.listen(0, '127.0.0.1', () => {
-        const { port } = server.address();
-        server.close(() => resolve(port));
-      });
-      return;
-    }
-    const socket = dgram.createSocket('udp4');
-    socket.on('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
 }
 
 /** Whether a TCP connection to 127.0.0.1:port is accepted. */
@@ -319,9 +288,9 @@ async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFail
   let config;
   for (let attempt = 1; ; attempt++) {
     listen = {
-      coap: await freePort('udp4'),
-      http: await freePort('tcp'),
-      nodeHttp: await Promise.all(nodes.map(() => freePort('tcp'))),
+      coap: await freeUdpPort(),
+      http: await freeTcpPort('127.0.0.1'),
+      nodeHttp: await Promise.all(nodes.map(() => freeTcpPort('127.0.0.1'))),
     };
     config = nginxConfig({
       dir, tag: network.tag, moduleLine, bindAddress, nodes, listen, proxyTimeout, maxFails, failTimeout,

@@ -20,6 +20,7 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { isAlive } = require('../cleanup');
 const { findExecutable } = require('../redis');
 
 const PREFIX = 'kzc';
@@ -45,15 +46,6 @@ function ipQuiet(...args) {
     return ip(...args);
   } catch {
     return '';
-  }
-}
-
-function isAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return error.code === 'EPERM';
   }
 }
 
