@@ -154,10 +154,11 @@ export class DtlsSocket implements DatagramSocket {
   }
 
   /** Ends every session of this identity (a revoked credential); how many ended. */
-  endIdentity(identity: string): number {
+  endIdentity(kind: Security['kind'], identity: string): number {
     let ended = 0;
     for (const session of [...this.sessions.values()]) {
-      if (session.source?.security?.identity === identity) {
+      const security = session.source?.security;
+      if (security?.kind === kind && security.identity === identity) {
         this.end(session, true);
         ended++;
       }

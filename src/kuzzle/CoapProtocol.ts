@@ -168,7 +168,7 @@ class CoapProtocol {
   private credentialsFor(config: CoapConfig, entryPoint: EntryPoint, context: ProtocolContext): Credentials {
     const revoke = (gone: readonly DeviceCredential[]): void => {
       for (const credential of gone) {
-        const ended = this.secureSocket?.endIdentity(credential.identity) ?? 0;
+        const ended = this.secureSocket?.endIdentity(credential.kind, credential.identity) ?? 0;
         if (ended > 0) context.log.info(`[${this.protocol}] coaps: credential ${credential.kind} ${JSON.stringify(credential.identity)} revoked: ${ended} session(s) ended`);
       }
     };

@@ -179,7 +179,13 @@ test('2,000 cookieless ClientHellos from 20 ports leave no session and no handsh
     socket.bind(0, '127.0.0.1', () => resolve(socket));
   })));
   let answers = 0;
-  for (const socket of sockets) socket.on('message', (reply) => { if (reply[0] === 22 && reply[13] === 3) answers++; });
+  let largest = 0;
+  for (const socket of sockets) {
+    socket.on('message', (reply) => {
+      largest = Math.max(largest, reply.length);
+      if (reply[0] === 22 && reply[13] === 3) answers++;
+    });
+  }
   try {
     for (let i = 0; i < 100; i++) {
       for (const socket of sockets) socket.send(hello, host.coapsPort, '127.0.0.1');
@@ -189,6 +195,7 @@ test('2,000 cookieless ClientHellos from 20 ports leave no session and no handsh
     const stats = await dtlsStats();
     assert.ok(stats.cookieRounds - before.cookieRounds >= 1900, `HelloVerifyRequests: ${stats.cookieRounds - before.cookieRounds}`);
     assert.ok(answers >= 1900, `HelloVerifyRequests received: ${answers}`);
+    assert.ok(largest <= hello.length, `no answer larger than the ClientHello it answers (no amplification): ${largest} > ${hello.length} B`);
     assert.equal(stats.sessions, before.sessions);
     assert.equal(stats.handshaking, 0);
   } finally {

@@ -74,6 +74,18 @@ test('a handshake, an echo carrying the PSK identity, and the stats', async () =
   assert.deepEqual({ sessions: server.stats().sessions, ok: server.stats().handshakesOk }, { sessions: 1, ok: 1 });
 });
 
+test('revoking a credential ends the sessions of that kind and identity only', async () => {
+  const server = await echoServer();
+  const a = await client(server.port, { identity: 'dev-a' });
+  const b = await client(server.port, { identity: 'dev-b' });
+  assert.equal(server.socket.endIdentity('certificate', 'dev-a'), 0, 'a certificate subject is not a PSK identity');
+  assert.equal(server.socket.endIdentity('psk', 'dev-a'), 1);
+  assert.ok(await waitUntil(() => a.closed, 2000, 20), 'dev-a heard its close_notify');
+  assert.equal(await b.ask('b'), 'dev-b:b');
+  assert.equal(server.stats().revoked, 1);
+  assert.equal(server.stats().sessions, 1);
+});
+
 test('an empty application record (legal in DTLS 1.2) leaves the session alone', async () => {
   const server = await echoServer();
   const a = await client(server.port);
