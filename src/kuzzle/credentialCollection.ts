@@ -8,7 +8,9 @@
  *
  * Reads go through a bounded cache: an identity is fetched once (document:get)
  * when a handshake or a request needs it, unknown identities are remembered
- * as unknown, and every `cacheTtlMs` the cached credentials are read again
+ * as unknown (in a bounded table of their own: a flood of made-up identities
+ * evicts its own entries, never a device's credential), and every
+ * `cacheTtlMs` the cached credentials are read again
  * (document:mGet): one deleted or changed in the collection is revoked then,
  * so its sessions end within that time.
  */
@@ -28,17 +30,14 @@ export interface CollectionOptions {
   cacheTtlMs: number;
 }
 
-interface Cached {
-  credential: DeviceCredential | null;
-  at: number;
-}
-
 /** Documents read in one document:mGet when the cache is refreshed. */
 const REFRESH_BATCH = 100;
 
 export class CredentialCollection implements CredentialStore {
-  /** By credential key, least recently used first. */
-  private readonly cache = new Map<string, Cached>();
+  /** Credentials by key, least recently used first. */
+  private readonly known = new Map<string, DeviceCredential>();
+  /** Keys found to name no credential, and when, oldest first. */
+  private readonly unknown = new Map<string, number>();
   private readonly pending = new Map<string, Promise<void>>();
   private refresher: NodeJS.Timeout | null = null;
   private readonly counters = { fetched: 0, fetchErrors: 0, refreshed: 0, revoked: 0, invalid: 0, evicted: 0 };
@@ -60,12 +59,12 @@ export class CredentialCollection implements CredentialStore {
 
   get(kind: Security['kind'], identity: string): DeviceCredential | null | undefined {
     const key = credentialKey(kind, identity);
-    const cached = this.cache.get(key);
-    if (cached === undefined) return undefined;
-    // Least recently used last out: a device in use stays cached while a flood of unknown identities churns.
-    this.cache.delete(key);
-    this.cache.set(key, cached);
-    return cached.credential;
+    const credential = this.known.get(key);
+    if (credential === undefined) return this.unknown.has(key) ? null : undefined;
+    // Least recently used first out, among real credentials only.
+    this.known.delete(key);
+    this.known.set(key, credential);
+    return credential;
   }
 
   /** Reads one credential into the cache; concurrent fetches of one identity share one read. */
@@ -93,12 +92,13 @@ export class CredentialCollection implements CredentialStore {
   close(): void {
     if (this.refresher !== null) clearInterval(this.refresher);
     this.refresher = null;
-    this.cache.clear();
+    this.known.clear();
+    this.unknown.clear();
   }
 
   get stats(): Record<string, unknown> {
     const { index, collection } = this.options;
-    return { collection: `${index}/${collection}`, cached: this.cache.size, ...this.counters };
+    return { collection: `${index}/${collection}`, cached: this.known.size, unknown: this.unknown.size, ...this.counters };
   }
 
   /**
@@ -106,12 +106,12 @@ export class CredentialCollection implements CredentialStore {
    * are forgotten: the next handshake that names one asks again.
    */
   async refresh(): Promise<void> {
-    const now = Date.now();
-    const keys: string[] = [];
-    for (const [key, cached] of this.cache) {
-      if (cached.credential !== null) keys.push(key);
-      else if (now - cached.at >= this.options.cacheTtlMs) this.cache.delete(key);
+    const cutoff = Date.now() - this.options.cacheTtlMs;
+    for (const [key, at] of this.unknown) {
+      if (at > cutoff) break; // the rest were found unknown later
+      this.unknown.delete(key);
     }
+    const keys = [...this.known.keys()];
     const gone: DeviceCredential[] = [];
     for (let i = 0; i < keys.length; i += REFRESH_BATCH) {
       const ids = keys.slice(i, i + REFRESH_BATCH);
@@ -120,10 +120,11 @@ export class CredentialCollection implements CredentialStore {
       const { successes = [] } = (response.content as { result?: { successes?: Array<{ _id: string; _source: unknown }> } }).result ?? {};
       const found = new Map(successes.map((document) => [document._id, document._source]));
       for (const key of ids) {
-        const before = this.cache.get(key)?.credential;
-        if (before === undefined || before === null) continue; // evicted or replaced meanwhile
+        const before = this.known.get(key);
+        if (before === undefined) continue; // evicted or gone meanwhile
         const after = found.has(key) ? this.parse(key, found.get(key)) : null;
-        this.cache.set(key, { credential: after, at: Date.now() });
+        if (after === null) this.store(key, null);
+        else this.known.set(key, after); // in place: reading it again is no use of it
         if (after === null || !sameCredential(before, after)) gone.push(before);
       }
     }
@@ -134,11 +135,14 @@ export class CredentialCollection implements CredentialStore {
     }
   }
 
+  /** Remembers what a read found, each table within `cacheSize`, its oldest entries out first. */
   private store(key: string, credential: DeviceCredential | null): void {
-    this.cache.delete(key);
-    this.cache.set(key, { credential, at: Date.now() });
-    while (this.cache.size > this.options.cacheSize) {
-      this.cache.delete(this.cache.keys().next().value as string);
+    this.known.delete(key);
+    this.unknown.delete(key);
+    const table: Map<string, unknown> = credential === null ? this.unknown : this.known;
+    table.set(key, credential ?? Date.now());
+    while (table.size > this.options.cacheSize) {
+      table.delete(table.keys().next().value as string);
       this.counters.evicted++;
     }
   }
