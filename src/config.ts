@@ -67,7 +67,7 @@ export interface CoapConfig {
   blockwise: { maxEntries: number; maxBytes: number; lifetimeMs: number };
   retransmission: { ackTimeoutMs: number; ackRandomFactor: number; maxRetransmit: number; maxInFlight: number; maxInFlightPerPeer: number };
   /** RFC 9175 §2.4: what an address that has not shown it receives may be sent. */
-  amplification: { factor: number; echoLifetimeMs: number; maxWithheld: number; maxWithheldBytes: number };
+  amplification: { factor: number; echoLifetimeMs: number; echoScope: 'address' | 'endpoint'; maxWithheld: number; maxWithheldBytes: number };
   observe: {
     notificationType: 'non' | 'con' | 'as-registered';
     /** Max-Age (s) of registration answers and notifications; quiet relations get a heartbeat before it runs out. */
@@ -101,7 +101,7 @@ export const DEFAULT_CONFIG: Readonly<CoapConfig> = Object.freeze<CoapConfig>({
   deduplication: { maxEntries: 100_000, maxBytes: 16 * 1024 * 1024, lifetimeMs: 247_000, unverifiedShare: 0.25 },
   blockwise: { maxEntries: 10_000, maxBytes: 32 * 1024 * 1024, lifetimeMs: 120_000 },
   retransmission: { ackTimeoutMs: 2000, ackRandomFactor: 1.5, maxRetransmit: 4, maxInFlight: 100_000, maxInFlightPerPeer: 16 },
-  amplification: { factor: 3, echoLifetimeMs: 60_000, maxWithheld: 10_000, maxWithheldBytes: 4 * 1024 * 1024 },
+  amplification: { factor: 3, echoLifetimeMs: 60_000, echoScope: 'address', maxWithheld: 10_000, maxWithheldBytes: 4 * 1024 * 1024 },
   observe: {
     notificationType: 'non', maxAge: 120, conEvery: 20, conIntervalMs: 60_000, queueLength: 100, pacing: true, maxRelations: 100_000, maxRelationsPerPeer: 64,
   },
@@ -218,6 +218,7 @@ const RULES: Rules = {
   amplification: {
     factor: number(0, 100),
     echoLifetimeMs: number(1000, 3_600_000),
+    echoScope: oneOf('address', 'endpoint'),
     maxWithheld: number(1, 1e8),
     maxWithheldBytes: size(1024),
   },

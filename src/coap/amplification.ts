@@ -17,7 +17,7 @@
  * message layer decides when to ask (unverified peers only).
  */
 import { BoundedStore } from './boundedStore';
-import { EchoCheck, EchoValues } from './echo';
+import { EchoCheck, EchoScope, EchoValues } from './echo';
 import type { CoapResponse, Exchange } from './exchange';
 import { payloadDigest } from './message';
 
@@ -25,6 +25,7 @@ export interface AmplificationOptions {
   /** Bytes sent per byte received from an unverified peer; 0 turns the limit off. */
   factor: number;
   echoLifetimeMs: number;
+  echoScope: EchoScope;
   maxWithheld: number;
   maxWithheldBytes: number;
 }
@@ -46,7 +47,7 @@ export class Amplification {
   private readonly counters = { challenged: 0, withheld: 0, replayed: 0, lost: 0, silenced: 0 };
 
   constructor(private readonly options: AmplificationOptions) {
-    this.echo = new EchoValues(options.echoLifetimeMs);
+    this.echo = new EchoValues(options.echoLifetimeMs, options.echoScope);
     this.withheld = new BoundedStore({
       maxEntries: options.maxWithheld,
       maxBytes: options.maxWithheldBytes,

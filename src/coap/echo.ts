@@ -3,9 +3,13 @@
  * address, with no state kept per value: a value carries when it was issued
  * and a MAC of that time and of the peer's IP address under a server secret,
  * so only a host that received it can return it, and only while it is fresh.
- * The port is left out: what an amplification attack aims at is an address,
- * and some clients send a repeated request from a new port (node-coap's agent
- * reopens its socket after each burst). A flag marks values issued with an answer withheld for the peer
+ * By default the port is left out (scope "address"): what an amplification
+ * attack aims at is an address, and some clients send a repeated request from a
+ * new port (node-coap's agent reopens its socket after each burst). Behind a
+ * proxy that gives every device its own address (nginx's stream module), one
+ * address is many devices, and a value one of them received must not verify
+ * the others, which the sender of a spoofed datagram could then use: scope
+ * "endpoint" puts the port in the MAC. A flag marks values issued with an answer withheld for the peer
  * (see amplification.ts): their return must never run the request again.
  *
  * Wire form (14 bytes): issued-at (uint32, seconds of a monotonic clock),
@@ -28,11 +32,14 @@ export interface EchoCheck {
 
 const INVALID: EchoCheck = { valid: false, withheld: false };
 
+/** What a value proves: that its holder receives at the address, or at the address and port. */
+export type EchoScope = 'address' | 'endpoint';
+
 export class EchoValues {
   private readonly secret = randomBytes(32);
   private nonce = 0;
 
-  constructor(private readonly lifetimeMs: number) {}
+  constructor(private readonly lifetimeMs: number, private readonly scope: EchoScope = 'address') {}
 
   /** A fresh value for `remote`; `withheld` when an answer waits for its return. */
   issue(remote: Remote, withheld: boolean): Buffer {
@@ -53,7 +60,8 @@ export class EchoValues {
   }
 
   private mac(remote: Remote, value: Buffer): Buffer {
-    return createHmac('sha256', this.secret).update(remote.address).update(value.subarray(0, HEADER)).digest();
+    return createHmac('sha256', this.secret).update(this.scope === 'endpoint' ? remote.key : remote.address)
+      .update(value.subarray(0, HEADER)).digest();
   }
 }
 

@@ -38,7 +38,10 @@ const balancedPeers = []; // the endpoints of the spread test, through nginx
 let balancedShares = null; // how many of them each node serves
 
 before(async () => {
-  cluster = await startKuzzleCluster({ nodes: 3, balancer: 'nginx', coap: { observe: { maxAge: OBSERVE_MAX_AGE } } });
+  // echoScope "endpoint": behind nginx one address is every device (see the Echo test).
+  cluster = await startKuzzleCluster({
+    nodes: 3, balancer: 'nginx', coap: { observe: { maxAge: OBSERVE_MAX_AGE }, amplification: { echoScope: 'endpoint' } },
+  });
   [a, b, c] = cluster.nodes;
   for (const node of cluster.nodes) node.http = kuzzleHttp(node);
   await b.http.ok({ controller: 'index', action: 'create', index: INDEX });
@@ -270,6 +273,48 @@ test(`${ENDPOINTS} device endpoints through the balancer spread over the nodes: 
   const mine = (await a.connections('coap')).filter((conn) => !aIds.has(conn.id));
   assert.deepEqual(mine.map((conn) => conn.ips), [[cluster.network.hostAddress]]);
   assert.notEqual(cluster.network.hostAddress, balancer.address);
+});
+
+test('behind nginx every device has nginx\'s address: with amplification.echoScope "endpoint", an Echo value one device received does not verify another device of the same node', { timeout: 60000 }, async () => {
+  const open = async () => {
+    // Unverified (verify: false): what the test is about.
+    const peer = await openRawPeer(cluster.balancer.coapPort, { address: '127.0.0.1', verify: false, defaults: { timeoutMs: 2000, retries: 2 } });
+    rawPeers.push(peer);
+    return peer;
+  };
+  const ids = () => Promise.all(cluster.nodes.map(async (node) => new Set((await node.connections('coap')).map((conn) => conn.id))));
+  /** The node whose coap connections grew while `act` ran (one new endpoint). */
+  const nodeOf = async (act) => {
+    const known = await ids();
+    const result = await act();
+    const grown = (await ids()).map((set, i) => [...set].filter((id) => !known[i].has(id)).length);
+    assert.equal(grown.reduce((x, y) => x + y, 0), 1, `one new endpoint: ${grown}`);
+    return { node: grown.indexOf(1), result };
+  };
+  const large = { method: 'POST', path: '/api/server/info', accept: 50 }; // a few KB: over the limit
+  const echoOf = (response) => response.options.find((o) => o.name === '252')?.value;
+
+  const device = await open();
+  const { node, result: challenge } = await nodeOf(() => device.request(large));
+  assert.equal(challenge.code, '4.01', 'an unverified endpoint is challenged before a large answer');
+  const value = echoOf(challenge);
+  assert.ok(value, 'with an Echo value');
+
+  // Another device behind nginx, on the same node (the value of another node's secret would fail anyway).
+  let neighbour = null;
+  for (let tries = 0; !neighbour && tries < 20; tries++) {
+    const peer = await open();
+    const placed = await nodeOf(() => peer.request(large));
+    assert.equal(placed.result.code, '4.01', 'a second unverified device is challenged too');
+    if (placed.node === node) neighbour = peer;
+  }
+  assert.ok(neighbour, `a second device reached node ${node}`);
+  const borrowed = await neighbour.request({ ...large, options: [{ name: '252', value }] });
+  assert.equal(borrowed.code, '4.01', 'the value of another device does not verify this one');
+  assert.notDeepEqual(echoOf(borrowed), value, 'it gets a value of its own');
+  const own = await device.request({ ...large, options: [{ name: '252', value }] });
+  assert.equal(own.code, '2.05', 'the device the value was sent to is verified by it');
+  assert.match(own.payload.toString(), /^\{"/, 'the answer\'s first block');
 });
 
 test('after a SIGKILL of node C, nginx skips it (ICMP port unreachable, max_fails=1): A\'s and B\'s devices keep their node, new devices go to A and B, C\'s devices come back as new endpoints on A or B', { timeout: 120000 }, async (t) => {

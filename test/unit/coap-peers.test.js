@@ -83,3 +83,13 @@ test('an Echo value verifies the IP address it was issued to, while fresh, and s
   await new Promise((resolve) => setTimeout(resolve, 2100));
   assert.equal(shortLived.check(soon, alice).valid, false, 'older than its lifetime');
 });
+
+test('echoScope "endpoint" (behind a proxy, one address is many devices): a value verifies its address and port only', () => {
+  const echo = new EchoValues(60_000, 'endpoint');
+  const device = { address: '10.0.0.253', port: 40000, family: 'IPv4', key: '10.0.0.253|40000' };
+  const neighbour = { address: '10.0.0.253', port: 40001, family: 'IPv4', key: '10.0.0.253|40001' };
+  const value = echo.issue(device, false);
+  assert.deepEqual(echo.check(value, device), { valid: true, withheld: false });
+  assert.equal(echo.check(value, neighbour).valid, false, 'another device behind the same proxy address');
+  assert.equal(echo.check(echo.issue(neighbour, true), neighbour).valid, true);
+});

@@ -26,6 +26,7 @@ test('invalid options are refused with the option path in the message', () => {
     [{ port: 70000 }, /port/],
     [{ blockSize: 100 }, /blockSize must be a power of two/],
     [{ envelope: 'tiny' }, /envelope must be one of "full", "compact"/],
+    [{ amplification: { echoScope: 'port' } }, /amplification.echoScope must be one of "address", "endpoint"/],
     [{ colour: 'red' }, /server\.protocols\.coap\.colour is not an option/],
     [{ retransmission: { maxRetransmit: -1 } }, /retransmission\.maxRetransmit/],
     [{ deduplication: { maxBytes: 'lots' } }, /deduplication\.maxBytes must be a size/],
