@@ -8,18 +8,15 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startKuzzleHost } = require('../kuzzle-host');
+const {
+  buildExample, SensorDevice, provisionSensor, SENSOR, INDEX, binary,
+} = require('../support/sensorDevice');
 
-const exampleDir = path.resolve(__dirname, '../../firmware-examples/posix-libcoap');
-// KUZZLE_SENSOR_BINARY runs the scenario on another build of the same code (another libcoap).
-const binary = process.env.KUZZLE_SENSOR_BINARY || path.join(exampleDir, 'build', 'kuzzle-sensor');
-const SENSOR = { username: 'sensor-1', password: 'Sensor-Secret-1' };
-const ADMIN = { username: 'admin', password: 'Admin-Secret-1' };
-const INDEX = 'iot';
 // A short Max-Age, so that the device's silence rule (1.25 × Max-Age + 2 s) acts within the test.
 const MAX_AGE_S = 6;
 // coaps too, with device credentials from a file (a PSK identity mapped to the sensor user's API key).
@@ -51,81 +48,11 @@ async function api(request, { token = adminJwt } = {}) {
   return body.result;
 }
 
-/** The example as a child process; its stdout lines, and waits on them. */
-class Device {
+/** The example against this file's Kuzzle; killed in after(). */
+class Device extends SensorDevice {
   constructor(args, env = {}) {
-    this.lines = [];
-    this.stderr = '';
-    this.waiters = [];
-    this.child = spawn(binary, ['-p', String(host.coapPort), ...args], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    super(args, { port: host.coapPort, env });
     devices.push(this);
-    let partial = '';
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (chunk) => {
-      const parts = (partial + chunk).split('\n');
-      partial = parts.pop();
-      for (const line of parts) {
-        this.lines.push(line);
-        if (process.env.FIRMWARE_TEST_VERBOSE === '1') console.log(`[device] ${line}`);
-      }
-      this.check();
-    });
-    this.child.stderr.on('data', (chunk) => { this.stderr += chunk; });
-    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => {
-      this.exitCode = code;
-      this.exitSignal = signal;
-      this.check();
-      resolve({ code, signal });
-    }));
-  }
-
-  check() {
-    this.waiters = this.waiters.filter((waiter) => !waiter.poll());
-  }
-
-  /** Resolves with the first line at or after index `from` matching `pattern`: {match, index}. */
-  waitFor(pattern, { from = 0, timeoutMs = 15000 } = {}) {
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        poll: () => {
-          for (let i = from; i < this.lines.length; i++) {
-            const match = pattern.exec(this.lines[i]);
-            if (match) {
-              clearTimeout(timer);
-              resolve({ match, index: i });
-              return true;
-            }
-          }
-          if (this.exitCode !== undefined) {
-            clearTimeout(timer);
-            reject(new Error(`device exited (${this.exitCode ?? this.exitSignal}) before printing ${pattern}\n${this.output()}`));
-            return true;
-          }
-          return false;
-        },
-      };
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`no ${pattern} from the device after ${timeoutMs} ms\n${this.output()}`));
-      }, timeoutMs);
-      if (!waiter.poll()) this.waiters.push(waiter);
-    });
-  }
-
-  /** Lines from index `from` that match, as match arrays. */
-  matches(pattern, from = 0) {
-    return this.lines.slice(from).map((line) => pattern.exec(line)).filter(Boolean);
-  }
-
-  output() {
-    return `--- device stdout (last 60 lines) ---\n${this.lines.slice(-60).join('\n')}\n--- stderr ---\n${this.stderr}`;
-  }
-
-  kill(signal = 'SIGKILL') {
-    if (this.exitCode === undefined && this.exitSignal === undefined) this.child.kill(signal);
   }
 }
 
@@ -135,51 +62,11 @@ async function sensorDocuments() {
 }
 
 before(async () => {
-  // Build first: a missing toolchain or libcoap fails here, loudly.
-  const built = spawnSync('make', ['-C', exampleDir], { encoding: 'utf8' });
-  if (built.error?.code === 'ENOENT') throw new Error('make is missing: apt-get install make gcc libcoap3-dev pkg-config');
-  assert.equal(built.status, 0, `make failed:\n${built.stdout}${built.stderr}`);
+  buildExample(); // first: a missing toolchain or libcoap fails here, loudly
 
   host = await startKuzzleHost({ coap: COAP });
-  await provision();
+  adminJwt = await provisionSensor(api);
 });
-
-/** The sensor user and role, the admin, the index and its collections, on a fresh Kuzzle. */
-async function provision() {
-  // While no admin exists, anonymous has every right: set up a least-privilege sensor user,
-  // then the first admin (reset: true takes the rights away from anonymous and default).
-  await api({
-    controller: 'security', action: 'createRole', _id: 'sensor',
-    body: {
-      controllers: {
-        auth: { actions: { login: true, checkToken: true, getCurrentUser: true } },
-        server: { actions: { now: true } },
-        document: { actions: { create: true } },
-        realtime: { actions: { subscribe: true, unsubscribe: true } },
-      },
-    },
-  }, { token: null });
-  await api({
-    controller: 'security', action: 'createProfile', _id: 'sensor',
-    body: { policies: [{ roleId: 'sensor', restrictedTo: [{ index: INDEX, collections: ['sensors', 'commands'] }] }] },
-  }, { token: null });
-  await api({
-    controller: 'security', action: 'createUser', _id: SENSOR.username,
-    body: { content: { profileIds: ['sensor'] }, credentials: { local: SENSOR } },
-  }, { token: null });
-  await api({
-    controller: 'security', action: 'createFirstAdmin', _id: ADMIN.username, reset: true,
-    body: { content: {}, credentials: { local: ADMIN } },
-  }, { token: null });
-  adminJwt = (await api({ controller: 'auth', action: 'login', strategy: 'local', body: ADMIN }, { token: null })).jwt;
-
-  await api({ controller: 'index', action: 'create', index: INDEX });
-  await api({
-    controller: 'collection', action: 'create', index: INDEX, collection: 'sensors',
-    body: { mappings: { properties: { temperature: { type: 'float' }, humidity: { type: 'integer' }, uptime: { type: 'long' }, ts: { type: 'date', format: 'epoch_millis' } } } },
-  });
-  await api({ controller: 'collection', action: 'create', index: INDEX, collection: 'commands' });
-}
 
 after(async () => {
   for (const device of devices) device.kill('SIGKILL');
@@ -452,7 +339,7 @@ test('Kuzzle killed and started again on the same ports, storage and Redis recre
   await sleep(2000);
   host = await startKuzzleHost({ port: httpPort, coap: { ...COAP, port: coapPort, coaps: { ...COAP.coaps, port: coapsPort } } });
   const restarted = Date.now();
-  await provision();
+  adminJwt = await provisionSensor(api);
   const timeoutMs = 60000 - (Date.now() - restarted);
   const registered = await survivor.waitFor(/^observe (registered|renewed) seq=\d+ /, { from, timeoutMs });
   await survivor.waitFor(/^report sent /, { from, timeoutMs: 60000 - (Date.now() - restarted) });
