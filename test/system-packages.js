@@ -4,14 +4,14 @@
  * clients and headers (real CoAP peers, the C firmware example), redis-server (the Kuzzle host),
  * python3-cbor2 (an independent CBOR decoder, and the raw-socket sender), the C build tools (the
  * native DTLS addon, built by node-gyp at `npm ci`, and the C firmware example), the openssl
- * command (test certificates), and nginx with its stream module (the cluster tests' UDP load
- * balancer).
+ * command (test certificates), nginx with its stream module (the cluster tests' UDP load
+ * balancer), and nftables with conntrack-tools (the cluster tests' DNAT balancer, dnat.js).
  * Run as root, it installs the missing ones with apt-get; otherwise it prints the exact
  * `apt-get install` line and fails, so that no test skips for want of a tool.
  */
 const { spawnSync } = require('node:child_process');
 
-const PACKAGES = ['libcoap3-bin', 'libcoap3-dev', 'redis-server', 'python3-cbor2', 'gcc', 'g++', 'make', 'python3', 'pkg-config', 'libc6-dev', 'openssl', 'nginx', 'libnginx-mod-stream'];
+const PACKAGES = ['libcoap3-bin', 'libcoap3-dev', 'redis-server', 'python3-cbor2', 'gcc', 'g++', 'make', 'python3', 'pkg-config', 'libc6-dev', 'openssl', 'nginx', 'libnginx-mod-stream', 'nftables', 'conntrack'];
 
 const installed = (name) =>
   spawnSync('dpkg-query', ['-W', '-f=${Status}', name], { encoding: 'utf8' }).stdout?.includes('install ok installed') === true;

@@ -13,6 +13,9 @@
 // `npm run dev -- --nodes 3` (root): a Kuzzle cluster of 3 nodes instead, one network namespace
 // each (cluster/cluster.js), with nginx in front of them on 127.0.0.1 (cluster/balancer.js:
 // Debian nginx + libnginx-mod-stream); prints the balancer's and each node's URLs. No coaps there.
+// `npm run dev -- --nodes 3 --balancer nftables`: nftables DNAT in front instead (cluster/dnat.js:
+// Debian nftables + conntrack), on a virtual address of the cluster's subnet; the nodes see the
+// devices' own addresses.
 
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -63,29 +66,66 @@ async function provisionDemoDevice(host, credentialsFile) {
   }
 }
 
-/** `--nodes N` (or `--nodes=N`) from the command line, null if absent. */
-function nodesOption(argv) {
+/** The value of `--name V` (or `--name=V`) on the command line, undefined if absent. */
+function optionValue(argv, name) {
   for (let i = 0; i < argv.length; i++) {
-    const value = argv[i] === '--nodes' ? argv[i + 1] : argv[i].startsWith('--nodes=') ? argv[i].slice(8) : undefined;
-    if (value === undefined) continue;
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1 || n > 20) throw new Error(`--nodes: an integer from 1 to 20, got ${value}`);
-    return n;
+    if (argv[i] === name) return argv[i + 1] ?? '';
+    if (argv[i].startsWith(`${name}=`)) return argv[i].slice(name.length + 1);
   }
-  return null;
+  return undefined;
 }
 
-/** `npm run dev -- --nodes N`: a cluster behind nginx; Ctrl-C removes everything. */
-async function mainCluster(count) {
+/** `--nodes N` (or `--nodes=N`) from the command line, null if absent. */
+function nodesOption(argv) {
+  const value = optionValue(argv, '--nodes');
+  if (value === undefined) return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 20) throw new Error(`--nodes: an integer from 1 to 20, got ${value}`);
+  return n;
+}
+
+/** `--balancer nginx|nftables` from the command line (with --nodes), 'nginx' if absent. */
+function balancerOption(argv) {
+  const value = optionValue(argv, '--balancer') ?? 'nginx';
+  if (!['nginx', 'nftables'].includes(value)) throw new Error(`--balancer: nginx or nftables, got ${value}`);
+  return value;
+}
+
+/** The lines that present the balancer (nginx or nftables DNAT). */
+function balancerLines(cluster) {
+  const { balancer } = cluster;
+  if (balancer.kind === 'nftables') {
+    return [
+      `  balancer   ${balancer.coapUrl}  (nftables DNAT, UDP; a device endpoint sticks to a node; conntrack keeps idle flows ${balancer.udpTimeout} s)`,
+      `             ${balancer.httpUrl}  (Kuzzle HTTP, a connection sticks to a node)`,
+      `             from this machine's root namespace only; nodes see each device at its own address (${balancer.address} here); rules: nft list table ${balancer.table}`,
+      '             no health checks of its own: a node that exits is taken out of it (balancer.setNodes), a hung one is killed by the watchdog first',
+    ];
+  }
+  return [
+    `  balancer   ${balancer.coapUrl}  (nginx, UDP; a device sticks to a node; proxy_timeout ${balancer.proxyTimeout})`,
+    `             ${balancer.httpUrl}  (Kuzzle HTTP, round robin)`,
+    `             nodes see every device behind it at ${balancer.address}; config ${balancer.configFile}`,
+  ];
+}
+
+/** `npm run dev -- --nodes N [--balancer nftables]`: a cluster behind a balancer; Ctrl-C removes everything. */
+async function mainCluster(count, kind) {
   const { startKuzzleCluster } = require('./cluster');
-  console.log(`Starting a Kuzzle cluster of ${count} node(s) behind nginx (network namespaces; needs root)...`);
-  const cluster = await startKuzzleCluster({ nodes: count, balancer: 'nginx', verbose: process.env.KUZZLE_HOST_VERBOSE === '1' });
+  console.log(`Starting a Kuzzle cluster of ${count} node(s) behind ${kind === 'nftables' ? 'nftables DNAT' : 'nginx'} (network namespaces; needs root)...`);
+  const cluster = await startKuzzleCluster({
+    nodes: count,
+    balancer: kind,
+    // Behind nginx every device has nginx's address: an Echo value verifies one device endpoint.
+    coap: kind === 'nginx' ? { amplification: { echoScope: 'endpoint' } } : {},
+    verbose: process.env.KUZZLE_HOST_VERBOSE === '1',
+  });
 
   let stopping = false;
   const shutdown = async (code) => {
     if (stopping) process.exit(code); // second Ctrl-C: cleanup.js kills and removes at exit
     stopping = true;
-    console.log('\nStopping nginx, the nodes and Redis, removing the namespaces...');
+    console.log(`\nStopping ${kind === 'nftables' ? 'the DNAT rules' : 'nginx'}, the nodes and Redis, removing the namespaces...`);
     await cluster.stop();
     process.exit(code);
   };
@@ -93,7 +133,8 @@ async function mainCluster(count) {
   process.on('SIGTERM', () => shutdown(0));
   for (const node of cluster.nodes) {
     node.exited.then(() => {
-      if (!stopping) console.error(`Kuzzle node ${node.index} exited; the others go on (Ctrl-C stops everything)`);
+      if (stopping) return;
+      console.error(`Kuzzle node ${node.index} exited; the others go on (Ctrl-C stops everything)`);
     });
   }
   setInterval(() => {}, 1 << 30); // the cluster's processes are unref'ed: stay up
@@ -105,18 +146,17 @@ async function mainCluster(count) {
   const lines = [
     '',
     `Kuzzle 2.56 cluster of ${count} node(s) ready in ${(cluster.bootMs / 1000).toFixed(1)} s (run ${cluster.network.tag})`,
-    `  balancer   ${balancer.coapUrl}  (nginx, UDP; a device sticks to a node; proxy_timeout ${balancer.proxyTimeout})`,
-    `             ${balancer.httpUrl}  (Kuzzle HTTP, round robin)`,
-    `             nodes see every device behind it at ${balancer.address}; config ${balancer.configFile}`,
-    ...cluster.nodes.map((node) => `  node ${node.index}     ${node.coapUrl}  ${node.httpUrl}  ${node.loopbackHttpUrl}  (namespace ${node.ns})`),
+    ...balancerLines(cluster),
+    ...cluster.nodes.map((node) => `  node ${node.index}     ${[node.coapUrl, node.httpUrl, node.loopbackHttpUrl].filter(Boolean).join('  ')}  (namespace ${node.ns})`),
     `  Redis      ${cluster.redis.url ?? `${cluster.redis.host}:${cluster.redis.port}`}  (namespace ${cluster.network.bridgeNs}, discarded at exit)`,
     `  Storage    ${cluster.storage.url}  (in-memory Elasticsearch 7 emulation shared by the nodes; nothing is kept)`,
+    `  Watchdog   kills a node that gives no answer to GET /_healthcheck ${cluster.watchdog.failures} times in a row (every ${cluster.watchdog.intervalMs} ms, ${cluster.watchdog.timeoutMs} ms timeout), as an orchestrator's liveness probe would`,
     'Try:',
     `  coap-client-notls -m post -A 50 ${balancer.coapUrl}/api/server/now`,
     `  coap-client-notls -m post -A 50 -t 50 -e '{"temperature":21.5}' '${balancer.coapUrl}/api/document/create?index=demo&collection=sensors'`,
     `  coap-client-notls -s 60 -A 50 -m get '${balancer.coapUrl}/api/realtime/subscribe?index=demo&collection=sensors'`,
     `  curl ${balancer.httpUrl}/cluster/_status`,
-    `  curl -X POST -H 'content-type: application/json' -d '{"temperature":22}' ${cluster.nodes[count - 1].loopbackHttpUrl}/demo/sensors/_create`,
+    `  curl -X POST -H 'content-type: application/json' -d '{"temperature":22}' ${cluster.nodes[count - 1].loopbackHttpUrl ?? cluster.nodes[count - 1].httpUrl}/demo/sensors/_create`,
     'Ctrl-C stops everything.',
   ];
   console.log(lines.join('\n'));
@@ -201,13 +241,15 @@ if (process.env.NODE_TEST_CONTEXT) {
   console.log('# test/kuzzle-host/dev.js is the `npm run dev` command, not a test: skipped');
 } else {
   let nodes = null;
+  let balancer = 'nginx';
   try {
     nodes = nodesOption(process.argv.slice(2));
+    balancer = balancerOption(process.argv.slice(2));
   } catch (error) {
     console.error(error.message);
     process.exit(2);
   }
-  (nodes === null ? main() : mainCluster(nodes)).catch((error) => {
+  (nodes === null ? main() : mainCluster(nodes, balancer)).catch((error) => {
     console.error(error.message);
     process.exit(1);
   });

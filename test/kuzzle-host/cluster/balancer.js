@@ -17,10 +17,14 @@
  *   an observe relation, whose notifications must still find the device). No `proxy_responses`:
  *   with it nginx ends the session after that many answers, and notifications that come later are
  *   dropped.
- * - Health: passive. A datagram to a node that is gone draws an ICMP port unreachable; nginx counts
- *   it as a failure (`max_fails`) and skips that node for `fail_timeout`, then tries it again. A
- *   node that is stopped (SIGSTOP) or black-holed draws no ICMP: its devices stay pinned to it until
- *   their session times out.
+ * - Health: passive. A datagram to a node that is gone draws an ICMP port unreachable. nginx only
+ *   logs the first one of a session ("recv() failed"); the second's waits on the socket; the third
+ *   datagram's sendmsg() fails, which ends the session, counts as a failure (`max_fails`) and skips
+ *   that node for `fail_timeout`: the device's fourth datagram opens a session on another node. `fail_timeout` is 60 s because it must outlast the gaps
+ *   between a device's retransmissions (libcoap: up to 24 s between its 4th and 5th), or nginx
+ *   tries the dead node again and the device starts over. A node that is stopped (SIGSTOP) or
+ *   black-holed draws no ICMP: its devices stay pinned to it until their session times out, which
+ *   is why the cluster runs a liveness probe that kills such a node (watchdog.js).
  * - The nodes see nginx's address, not the devices': nginx binds its upstream sockets to
  *   <bind address> (`proxy_bind`), P.253, an address added to the root veth for it, so that the
  *   tests tell balanced traffic (P.253) from direct traffic of the test process (P.254).
@@ -37,10 +41,12 @@
  *   datagram opens a new session from a new nginx port: the node sees a new, unverified endpoint
  *   (a large answer costs it an Echo round trip), without the old one's relations or bound session;
  *   the old endpoint lingers until the plugin's idleTimeoutMs (or its relations fail).
- * - After a SIGKILL of a node, its devices come back on the others one by one: nginx ends a session
- *   on its second "connection refused", and the dead node's kernel sends nginx's address about one
- *   port unreachable a second (net.ipv4.icmp_ratelimit): ~0.5 device/s (14 of 23 within 27 s).
- *   New devices go to the other nodes at once (the node is down for nginx for fail_timeout).
+ * - After a SIGKILL of a node, its devices come back on the others at their fourth datagram (see
+ *   Health), later when many share the dead node: its kernel sends nginx's address about one port
+ *   unreachable a second (net.ipv4.icmp_ratelimit), so that some datagrams draw none (14 of 20
+ *   devices retrying every 2 s were back within 27 s). New devices go to the other nodes at once
+ *   (the node is down for nginx for fail_timeout). test/e2e/cluster-failover.test.js measures it
+ *   with the firmware example.
  * - worker_connections bounds the sessions (two connections each): raise it (and the fd limit)
  *   for many devices.
  *
@@ -128,10 +134,10 @@ function streamModuleLine(bin) {
   return `load_module ${found};`;
 }
 
-/** Whether a TCP connection to 127.0.0.1:port is accepted. */
-function tcpOpen(port) {
+/** Whether a TCP connection to host:port is accepted. */
+function tcpOpen(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = net.connect({ host, port });
     const done = (ok) => {
       socket.destroy();
       resolve(ok);
@@ -142,8 +148,8 @@ function tcpOpen(port) {
   });
 }
 
-/** A CoAP ping (empty CON) to 127.0.0.1:port: true when a RST comes back within ms. */
-function coapPing(port, ms = 1000) {
+/** A CoAP ping (empty CON) to host:port: true when a RST comes back within ms. */
+function coapPing(port, ms = 1000, host = '127.0.0.1') {
   return new Promise((resolve) => {
     const socket = dgram.createSocket('udp4');
     const messageId = Math.floor(Math.random() * 0x10000);
@@ -162,7 +168,7 @@ function coapPing(port, ms = 1000) {
       if (m.length >= 4 && (m[0] >> 4) === 0x7 && m[1] === 0 && m.readUInt16BE(2) === messageId) finish(true);
     });
     const ping = Buffer.from([0x40, 0x00, messageId >> 8, messageId & 0xff]);
-    socket.send(ping, port, '127.0.0.1');
+    socket.send(ping, port, host);
   });
 }
 
@@ -177,7 +183,7 @@ function coapPing(port, ms = 1000) {
  * @param {{coap: number, http: number, nodeHttp: number[]}} c.listen loopback ports
  * @param {string} c.proxyTimeout e.g. '1h'
  * @param {number} c.maxFails
- * @param {string} c.failTimeout e.g. '10s'
+ * @param {string} c.failTimeout e.g. '60s'
  */
 function nginxConfig({ dir, tag, moduleLine, bindAddress, nodes, listen, proxyTimeout, maxFails, failTimeout }) {
   const servers = (portOf) => nodes.map((n) => `    server ${n.address}:${portOf(n)} max_fails=${maxFails} fail_timeout=${failTimeout};`).join('\n');
@@ -243,14 +249,16 @@ ${nodeHttp}
  * @param {{address: string, coapPort: number, httpPort: number}[]} spec.nodes
  * @param {string} [spec.proxyTimeout='1h']
  * @param {number} [spec.maxFails=1]
- * @param {string} [spec.failTimeout='10s']
+ * @param {string} [spec.failTimeout='60s']
  * @param {number} [spec.bootTimeout=10000] ms
+ * @param {string} [spec.bindAddress] proxy_bind address already on the root veth (a second nginx
+ *   beside the cluster's: its `address`); default: P.253, added to the veth here
  */
-async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFails = 1, failTimeout = '10s', bootTimeout = 10000 }) {
+async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFails = 1, failTimeout = '60s', bootTimeout = 10000, bindAddress: boundAddress = null }) {
   const began = Date.now();
   const bin = nginxBinary();
   const moduleLine = streamModuleLine(bin);
-  const bindAddress = network.addHostAddress(BIND_HOST_NUMBER);
+  const bindAddress = boundAddress ?? network.addHostAddress(BIND_HOST_NUMBER);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${network.tag}-nginx-`));
   const confFile = path.join(dir, 'nginx.conf');
   const errorLog = path.join(dir, 'error.log');
@@ -362,4 +370,4 @@ async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFail
   };
 }
 
-module.exports = { startBalancer, removeBalancerLeftovers, nginxConfig };
+module.exports = { startBalancer, removeBalancerLeftovers, nginxConfig, coapPing, tcpOpen, nginxBinary, streamModuleLine };

@@ -45,7 +45,13 @@
  *   Devices stick to a node by `hash $remote_addr$remote_port consistent`; a node that answers
  *   with ICMP port unreachable (dead) is skipped for fail_timeout. `cluster.balancer.coapUrl`,
  *   `.httpUrl`, `.nodeHttpUrls[i]`.
- *   (Another namespace on the bridge, `cluster.network.attach('lb', 2)`, would suit nftables DNAT.)
+ *   With `balancer: 'nftables'` (dnat.js) no proxy but a table of nftables rules in the root
+ *   namespace: UDP (and TCP) that it sends to the virtual address P.250 is DNATed to one node,
+ *   chosen by a hash of the device's address and port (`jhash ip saddr . udp sport`), and conntrack
+ *   turns the answers' source back into P.250: a node sees each device at its own address (P.254
+ *   for the test process). UDP flows live 1 h (a ct timeout object of the table). No health
+ *   checks: the cluster calls `balancer.setNodes(liveIndexes)` when a node exits or is restarted,
+ *   which sends the devices of a node that is gone elsewhere.
  *
  * Processes: redis-server (in T-br), one ../child.js per node (in T-n<i>; Kuzzle forks its ID card
  * renewer there too), nginx (root namespace, a process group of its own, when asked); the storage
@@ -54,8 +60,9 @@
  * a process exit (even by SIGINT/SIGTERM) does it synchronously through ../cleanup.js. After a
  * SIGKILL of this process the nodes exit by themselves (IPC disconnect, within ~15 s) and the
  * rest (Redis, nginx, namespaces, veth, lock, Redis' and nginx's directories) is removed by the next
- * start, which removes every "kzc<dead pid>..." namespace, veth, directory and lock, and ends the
- * nginx process group named in a dead run's directory.
+ * start, which removes every "kzc<dead pid>..." namespace, veth, directory and lock, ends the
+ * nginx process group named in a dead run's directory, and deletes a dead run's nftables table
+ * and its conntrack flows.
  *
  * Every node runs ./node-setup.js as its Kuzzle application setup (then options.appSetup): it
  * lets `cluster.nodes[i].connections('coap')` list Kuzzle's client connections with their ips.
@@ -70,6 +77,8 @@ const { startStorageServer } = require('./storage-server');
 const { spawnRedis } = require('../redis');
 const { startNode } = require('./node');
 const { startBalancer, removeBalancerLeftovers } = require('./balancer');
+const { startDnatBalancer, removeDnatLeftovers } = require('./dnat');
+const { startWatchdog } = require('./watchdog');
 const { CONNECTIONS } = require('./node-setup');
 
 const HTTP_PORT = 7512;
@@ -105,8 +114,11 @@ const tail = (text, n = 6000) => (text.length > n ? `...${text.slice(-n)}` : tex
  * @param {string} [options.protocolDir] directory installed as the coap protocol (default: the project root)
  * @param {boolean} [options.verbose] nodes' output on this process' output (default KUZZLE_HOST_VERBOSE=1)
  * @param {number} [options.bootTimeout=90000] ms, per node and for the cluster to form
- * @param {'nginx'|boolean|object} [options.balancer] nginx in front of the nodes (balancer.js): 'nginx'
- *   or true, or {proxyTimeout: '1h', maxFails: 1, failTimeout: '10s'}; default none
+ * @param {'nginx'|'nftables'|boolean|object} [options.balancer] in front of the nodes: nginx (balancer.js),
+ *   'nginx' or true, or {kind: 'nginx', proxyTimeout: '1h', maxFails: 1, failTimeout: '60s'}; or
+ *   nftables DNAT (dnat.js, devices keep their address), 'nftables' or {kind: 'nftables'}; default none
+ * @param {boolean|object} [options.watchdog] a liveness probe that kills a node which stops answering
+ *   (watchdog.js): true or {intervalMs: 1000, timeoutMs: 1000, failures: 3}; default on with a balancer
  */
 async function startKuzzleCluster(options = {}) {
   if (!isRoot()) {
@@ -119,14 +131,18 @@ async function startKuzzleCluster(options = {}) {
   const bootTimeout = options.bootTimeout ?? 90000;
   linkProtocol(path.resolve(options.protocolDir ?? projectRoot));
 
-  const balancerOptions = options.balancer === 'nginx' || options.balancer === true ? {}
-    : options.balancer && typeof options.balancer === 'object' ? options.balancer : null;
-  if (options.balancer && !balancerOptions) throw new Error(`balancer: 'nginx', true or an object, got ${JSON.stringify(options.balancer)}`);
-  const leftovers = [...removeBalancerLeftovers(), ...removeLeftovers()];
+  const balancerOptions = options.balancer === true ? { kind: 'nginx' }
+    : typeof options.balancer === 'string' ? { kind: options.balancer }
+      : options.balancer && typeof options.balancer === 'object' ? { kind: 'nginx', ...options.balancer } : null;
+  if (options.balancer && !['nginx', 'nftables'].includes(balancerOptions?.kind)) {
+    throw new Error(`balancer: 'nginx', 'nftables', true or an object, got ${JSON.stringify(options.balancer)}`);
+  }
+  const leftovers = [...removeBalancerLeftovers(), ...removeDnatLeftovers(), ...removeLeftovers()];
   const net = createNetwork({ nodes: count });
   let storage = null;
   let redis = null;
   let balancer = null;
+  let watchdog = null;
   const handles = new Array(count).fill(null); // startNode() results; replaced by restartNode()
 
   const removeHook = onProcessExit(() => {
@@ -137,6 +153,7 @@ async function startKuzzleCluster(options = {}) {
   let stopping = null;
   const stop = () => {
     stopping ??= (async () => {
+      watchdog?.stop();
       await balancer?.stop();
       // Nodes first (they leave the cluster through Redis), gracefully, all together.
       await Promise.all(handles.map((handle) => handle?.stop(10000)));
@@ -163,11 +180,15 @@ async function startKuzzleCluster(options = {}) {
     elasticsearchUrl: storage.url,
   });
   const appSetup = options.appSetup ? path.resolve(options.appSetup) : '';
+  /** Tells a balancer without health checks of its own (DNAT) which nodes run; nginx finds out itself. */
+  const syncBalancer = () => balancer?.setNodes?.(nodes.filter((n) => n.isRunning()).map((n) => n.index));
   const boot = async (i) => {
-    handles[i] = await startNode({
+    const handle = await startNode({
       ns: net.nodes[i].ns, options: nodeOptions(), verbose, label: `node${i}`, bootTimeout, env: { KUZZLE_CLUSTER_APP_SETUP: appSetup },
     });
-    return handles[i];
+    handles[i] = handle;
+    handle.exited.then(() => (handles[i] === handle ? syncBalancer() : undefined)).catch(() => {});
+    return handle;
   };
 
   const nodes = net.nodes.map((spec, i) => ({
@@ -232,7 +253,22 @@ async function startKuzzleCluster(options = {}) {
     await Promise.all(nodes.slice(1).map((n) => boot(n.index)));
     await waitForNodes(count, bootTimeout);
     if (balancerOptions) {
-      balancer = await startBalancer({ ...balancerOptions, net, nodes: nodes.map((n) => ({ address: n.address, coapPort: n.coapPort, httpPort: n.httpPort })) });
+      const { kind, ...rest } = balancerOptions;
+      const startKind = kind === 'nftables' ? startDnatBalancer : startBalancer;
+      balancer = await startKind({ ...rest, net, nodes: nodes.map((n) => ({ address: n.address, coapPort: n.coapPort, httpPort: n.httpPort })) });
+    }
+    const watchdogOptions = options.watchdog === true || (options.watchdog === undefined && balancer) ? {}
+      : options.watchdog && typeof options.watchdog === 'object' ? options.watchdog : null;
+    if (watchdogOptions) {
+      watchdog = startWatchdog({
+        ...watchdogOptions,
+        nodes,
+        // Fencing: a hung node becomes a dead one, which the balancer skips (watchdog.js).
+        onUnhealthy: async (i, reason) => {
+          console.error(`[cluster ${net.tag}] node ${i} killed by the watchdog: ${reason}`);
+          await handles[i]?.kill('SIGKILL');
+        },
+      });
     }
   } catch (error) {
     const nodeLogs = error.logs ?? logs();
@@ -246,8 +282,14 @@ async function startKuzzleCluster(options = {}) {
     network: net,
     storage,
     redis,
-    /** nginx in front of the nodes (balancer.js: coapUrl, httpUrl, nodeHttpUrls, address, logs(), sessions()), or null. */
+    /**
+     * The balancer, or null: nginx (balancer.js: kind 'nginx', coapUrl, httpUrl, nodeHttpUrls, address,
+     * logs(), sessions()) or nftables DNAT (dnat.js: kind 'nftables', coapUrl, httpUrl, address,
+     * setNodes(liveIndexes), flows(), logs()).
+     */
     get balancer() { return balancer; },
+    /** The liveness probe (watchdog.js: events, intervalMs, timeoutMs, failures), or null. */
+    get watchdog() { return watchdog; },
     leftoversRemoved: leftovers,
     bootMs: Date.now() - began,
     status,
@@ -262,6 +304,7 @@ async function startKuzzleCluster(options = {}) {
       if (nodes[i].isRunning()) throw new Error(`node ${i} is still running`);
       for (const pid of namespacePids(net.nodes[i].ns)) kill(pid, 'SIGKILL'); // a renewer left behind
       await boot(i);
+      await syncBalancer();
       return nodes[i];
     },
     /** Node i's Kuzzle output (all nodes' if i is undefined). */
