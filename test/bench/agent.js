@@ -32,6 +32,8 @@ function httpBody({ request, bodyKind, run }) {
   return request;
 }
 
+const subscribe = (query, observe) => requestTemplate({ method: 1, path: ['api', 'realtime', 'subscribe'], query, observe });
+
 let fleet = null;
 let secureFleet = null; // coaps endpoints (one DTLS session each)
 let armed = null;
@@ -49,16 +51,22 @@ serve({
     return { ...result, unverified: fleet.unverified };
   },
 
-  /** Registers `perEndpoint` observe relations (GET + Observe: 0) from each of the first `endpoints` endpoints. */
-  observe: async ({ port, offset = 0, endpoints, perEndpoint, query, concurrency = 128 }) => {
-    fleet ??= new Endpoints(port);
-    await fleet.open(offset + endpoints);
-    const template = requestTemplate({ method: 1, path: ['api', 'realtime', 'subscribe'], query, observe: 0 });
+  /**
+   * Registers `perEndpoint` observe relations (GET + Observe: 0) from each of the endpoints
+   * offset..offset+endpoints-1; those opened now talk to host:port.
+   */
+  observe: async ({ port, host = '127.0.0.1', offset = 0, endpoints, perEndpoint, query, concurrency = 128 }) => {
+    fleet ??= new Endpoints(port, host);
+    await fleet.open(offset + endpoints, { port, host });
+    const template = subscribe(query, 0);
     const plan = [];
     for (let r = 0; r < perEndpoint; r++) for (const lane of fleet.lanes.slice(offset, offset + endpoints)) plan.push({ lane, template, observe: true });
     const result = await fleet.run(plan, { concurrency });
     return { ...result, relations: fleet.relations.size, unverified: fleet.unverified };
   },
+
+  /** Deregisters every relation of the fleet (GET + Observe: 1 on its token); the endpoints stay open. */
+  deregister: async ({ query, concurrency = 128 }) => ({ ...(await fleet.deregister(subscribe(query, 1), { concurrency })), relations: fleet.relations.size }),
 
   /** Prepares to time notifications: call before the broadcast, then `notifications`. */
   arm: ({ expected, timeoutMs }) => {

@@ -1,5 +1,5 @@
 'use strict';
-// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss,fuzz,flood,heartbeat,dtls] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
+// `npm run bench [-- --quick] [-- --only throughput,memory,fanout,loss,fuzz,flood,heartbeat,dtls,cluster] [-- --profile] [-- --heap-detail] [-- --pin] [-- --out file]`
 //   --profile      CPU profiles of the request and fan-out paths, summarized
 //   --heap-detail  what the heap per endpoint / relation / dedup entry is made of (heap snapshots)
 //   --pin          servers on CPU 1, load generator on CPU 0 (taskset)
@@ -11,7 +11,9 @@
 // 3. notification fan-out; 4. exactly-once under 10% loss each way;
 // 5. fuzz: mutated datagrams; 6. flood: spoofed endpoints (raw socket: root);
 // 7. heartbeat: the cost of observe liveness on quiet relations;
-// 8. dtls: coaps vs plain CoAP req/s, handshakes/s, memory per idle session.
+// 8. dtls: coaps vs plain CoAP req/s, handshakes/s, memory per idle session;
+// 9. cluster: a real 3-node Kuzzle cluster (root): fan-out spread over the
+//    nodes vs on one, req/s through nginx to three nodes vs one.
 // Prints a table, PASS/FAIL target lines (never asserted), writes the same as
 // JSON, and ends with the `ratio ...` lines. Every process started is killed
 // at the end, on failure or on Ctrl-C (see lib/procs.js).
@@ -28,11 +30,13 @@ const { profile } = require('./scenarios/profile');
 const { fuzz, flood } = require('./scenarios/hostile');
 const { heartbeat } = require('./scenarios/heartbeat');
 const { dtls } = require('./scenarios/dtls');
+const { cluster } = require('./scenarios/cluster');
 
-const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss', 'fuzz', 'flood', 'heartbeat', 'dtls'];
+const SCENARIOS = ['throughput', 'memory', 'fanout', 'loss', 'fuzz', 'flood', 'heartbeat', 'dtls', 'cluster'];
 // Run order: memory first, while Kuzzle boots (heap figures do not mind a busy
-// machine); then what needs Kuzzle; Kuzzle is stopped before fan-out.
-const ORDER = ['memory', 'throughput', 'loss', 'fanout', 'fuzz', 'flood', 'heartbeat', 'dtls'];
+// machine); then what needs Kuzzle; Kuzzle is stopped before fan-out. The
+// cluster boots its own three nodes, last, when nothing else runs.
+const ORDER = ['memory', 'throughput', 'loss', 'fanout', 'fuzz', 'flood', 'heartbeat', 'dtls', 'cluster'];
 
 const PARAMS = {
   full: {
@@ -42,6 +46,7 @@ const PARAMS = {
     lossRequests: 2000, lossSockets: 32, lossWindow: 4, lossAckTimeoutMs: 2000, dropRate: 0.1,
     profileMs: 10000, fuzzDatagrams: 1_000_000, floodEndpoints: 100_000, heartbeatRelations: 100_000, heartbeatWindowMs: 24000,
     handshakeConcurrency: 64, handshakeMs: 3000, dtlsSessions: 10000,
+    clusterRelations: 10000, clusterWrites: 3,
   },
   quick: {
     sockets: 32, window: 4, durationMs: 700, warmupMs: 400, rounds: 3,
@@ -50,6 +55,7 @@ const PARAMS = {
     lossRequests: 300, lossSockets: 16, lossWindow: 4, lossAckTimeoutMs: 300, dropRate: 0.1,
     profileMs: 3000, fuzzDatagrams: 100_000, floodEndpoints: 20_000, heartbeatRelations: 10_000, heartbeatWindowMs: 3000,
     handshakeConcurrency: 64, handshakeMs: 700, dtlsSessions: 1000,
+    clusterRelations: 1500, clusterWrites: 3,
   },
 };
 
@@ -123,7 +129,7 @@ async function main() {
   const results = { mode, startedAt: new Date(began).toISOString(), node: process.version, params, errors: {} };
   try {
     const ctx = { agent, kuzzle: null, quick: args.quick, params, progress, cpu: serverCpu };
-    const scenarios = { throughput, memory, fanout, loss, fuzz, flood, heartbeat, dtls };
+    const scenarios = { throughput, memory, fanout, loss, fuzz, flood, heartbeat, dtls, cluster };
     const order = ORDER.filter((name) => args.only.includes(name));
     for (const [i, name] of order.entries()) {
       const usesKuzzle = name === 'throughput' || (name === 'loss' && !args.quick);

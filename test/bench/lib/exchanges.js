@@ -5,12 +5,16 @@
 // bytes from one counter, so a token names one request or one relation.
 // With `secure` ({identity, psk}) the endpoints are coaps ones: each opens
 // with a DTLS handshake instead (lib/dtlsClient.js; DTLS verified the address).
+// Each endpoint talks to one server, given when it is opened (the fleet's by
+// default): one fleet can spread its endpoints over the nodes of a cluster.
 const dgram = require('node:dgram');
 const { performance } = require('node:perf_hooks');
 const { TYPE, OPTION, requestTemplate, emptyAck, codeText, findOption, verifyEndpoint } = require('./coapWire');
 const { SecureEndpoint } = require('./dtlsClient');
 
 const clock = () => performance.timeOrigin + performance.now();
+// A server outside loopback (a cluster node's address) is unreachable from a socket bound to 127.0.0.1.
+const bindAddressFor = (host) => (host.startsWith('127.') ? '127.0.0.1' : '0.0.0.0');
 
 class Endpoints {
   constructor(port, host = '127.0.0.1', secure = null) {
@@ -26,20 +30,20 @@ class Endpoints {
     this.nextToken = 1;
     /** Endpoints that could not show they receive at their address (then their large answers are withheld). */
     this.unverified = 0;
-    this.notified = { count: 0, first: 0, last: 0, strays: 0 };
+    this.notified = { count: 0, cons: 0, first: 0, last: 0, strays: 0 };
     this.onNotification = null;
   }
 
   /**
    * Opens endpoints until there are `count`, each verified as a device is once (verifyEndpoint),
    * or, coaps, once its handshake is through; all stay open (a closed port could come back as
-   * another endpoint).
+   * another endpoint). The new ones talk to `to` (coaps ones to the fleet's server).
    */
-  async open(count) {
+  async open(count, to = { port: this.port, host: this.host }) {
     const opening = [];
     while (this.lanes.length < count) {
       const socket = this.secure === null ? dgram.createSocket('udp4') : new SecureEndpoint(this.secure);
-      const lane = { index: this.lanes.length, socket, mid: Math.floor(Math.random() * 0x10000) };
+      const lane = { index: this.lanes.length, socket, mid: Math.floor(Math.random() * 0x10000), port: to.port, host: to.host };
       lane.socket.on('message', (message) => this.receive(lane, message));
       lane.socket.on('error', () => {});
       this.lanes.push(lane);
@@ -50,8 +54,8 @@ class Endpoints {
   }
 
   async verify(lane) {
-    await new Promise((resolve) => lane.socket.bind(0, '127.0.0.1', resolve));
-    const verified = await verifyEndpoint(lane.socket, this.port, this.host, () => {
+    await new Promise((resolve) => lane.socket.bind(0, bindAddressFor(lane.host), resolve));
+    const verified = await verifyEndpoint(lane.socket, lane.port, lane.host, () => {
       const mid = lane.mid;
       lane.mid = (mid + 1) & 0xffff;
       return mid;
@@ -86,7 +90,7 @@ class Endpoints {
     const type = (message[0] >> 4) & 3;
     const code = message[1];
     const mid = (message[2] << 8) | message[3];
-    if (type === TYPE.CON) lane.socket.send(emptyAck(mid), this.port, this.host);
+    if (type === TYPE.CON) lane.socket.send(emptyAck(mid), lane.port, lane.host);
     if (code === 0) {
       if (type !== TYPE.ACK) return;
       for (const job of this.jobs.values()) if (job.lane === lane && job.mid === mid) job.acked = true; // separate response follows
@@ -107,14 +111,16 @@ class Endpoints {
     relation.last = now;
     if (relation.notifications === 1) relation.first = now;
     this.notified.count++;
+    if (type === TYPE.CON) this.notified.cons++; // pacing and liveness send some CON (RFC 7641 §4.5)
     this.notified.last = now;
     if (this.notified.first === 0) this.notified.first = now;
     this.onNotification?.();
   }
 
   /**
-   * Runs one request per item of `plan` ([{lane, template, observe}]) with at most `concurrency`
-   * in flight. Resolves {codes, ok, failed, registered, ms}.
+   * Runs one request per item of `plan` ([{lane, template, observe, token?}]) with at most
+   * `concurrency` in flight; a new token unless the item names one. Resolves {codes, ok, failed,
+   * registered, ms}.
    */
   run(plan, { concurrency = 256, ackTimeoutMs = 1000, maxRetransmit = 4 } = {}) {
     const started = clock();
@@ -135,13 +141,13 @@ class Endpoints {
           result.retransmissions++;
           job.timeout *= 2;
           job.deadline = now + job.timeout;
-          job.lane.socket.send(job.buf, this.port, this.host);
+          job.lane.socket.send(job.buf, job.lane.port, job.lane.host);
         }
       }, 20);
       const launch = () => {
         while (inFlight < concurrency && next < plan.length) {
-          const { lane, template, observe } = plan[next++];
-          const token = this.nextToken++ >>> 0;
+          const { lane, template, observe, token: named } = plan[next++];
+          const token = named ?? (this.nextToken++ >>> 0);
           const mid = lane.mid;
           lane.mid = (lane.mid + 1) & 0xffff;
           const timeout = ackTimeoutMs * (1 + Math.random() * 0.5);
@@ -155,7 +161,7 @@ class Endpoints {
                 result.codes[codeText(code)] = (result.codes[codeText(code)] ?? 0) + 1;
                 if (observe && hasObserve) {
                   result.registered++;
-                  this.relations.set(token, { notifications: 0, first: 0, last: 0 });
+                  this.relations.set(token, { lane, notifications: 0, first: 0, last: 0 });
                 }
               }
               if (next < plan.length) launch();
@@ -167,7 +173,7 @@ class Endpoints {
           };
           this.jobs.set(token, job);
           inFlight++;
-          lane.socket.send(job.buf, this.port, this.host);
+          lane.socket.send(job.buf, lane.port, lane.host);
         }
         if (plan.length === 0) {
           clearInterval(timer);
@@ -178,9 +184,19 @@ class Endpoints {
     });
   }
 
+  /**
+   * Ends every relation from the device's side: `template` (GET + Observe: 1, RFC 7641 §3.6) on
+   * its token. Resolves as run().
+   */
+  deregister(template, options) {
+    const plan = [...this.relations].map(([token, relation]) => ({ lane: relation.lane, template, token }));
+    this.relations.clear();
+    return this.run(plan, options);
+  }
+
   /** Resets notification counters; resolves when every relation got one (or timeout). */
   awaitNotifications(expected, timeoutMs) {
-    this.notified = { count: 0, first: 0, last: 0, strays: 0 };
+    this.notified = { count: 0, cons: 0, first: 0, last: 0, strays: 0 };
     for (const relation of this.relations.values()) relation.notifications = 0;
     let notifiedRelations = 0;
     return {
@@ -189,8 +205,13 @@ class Endpoints {
           clearTimeout(timer);
           this.onNotification = null;
           let distinct = 0;
-          for (const relation of this.relations.values()) if (relation.notifications > 0) distinct++;
-          resolve({ ...this.notified, relations: distinct });
+          const lastByServer = {}; // host -> its last notification (endpoints spread over a cluster's nodes)
+          for (const relation of this.relations.values()) {
+            if (relation.notifications === 0) continue;
+            distinct++;
+            lastByServer[relation.lane.host] = Math.max(lastByServer[relation.lane.host] ?? 0, relation.last);
+          }
+          resolve({ ...this.notified, relations: distinct, lastByServer });
         };
         const timer = setTimeout(finish, timeoutMs);
         this.onNotification = () => { if (++notifiedRelations >= expected) finish(); };

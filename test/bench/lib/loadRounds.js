@@ -3,11 +3,25 @@
 // measured around it, its progress line, and the medians of the rounds.
 const { median, cpuSeconds } = require('./util');
 
-/** Runs `load()` (an agent call returning a load summary) and adds the server's CPU use: a share of a core, and µs per request. */
+/** CPU seconds used so far by a process, or by several together (a cluster's nodes); null if one is unknown. */
+function cpuOf(pids) {
+  let sum = 0;
+  for (const pid of [].concat(pids)) {
+    const seconds = cpuSeconds(pid);
+    if (seconds === null) return null;
+    sum += seconds;
+  }
+  return sum;
+}
+
+/**
+ * Runs `load()` (an agent call returning a load summary) and adds the server's CPU use (`pid`: one
+ * process or several): a share of a core, and µs per request.
+ */
 async function measuredRun(pid, load) {
-  const cpu0 = cpuSeconds(pid);
+  const cpu0 = cpuOf(pid);
   const result = await load();
-  const cpu1 = cpuSeconds(pid);
+  const cpu1 = cpuOf(pid);
   const known = cpu0 !== null && cpu1 !== null;
   result.serverCpu = known ? Math.round(((cpu1 - cpu0) / (result.elapsedMs / 1000)) * 100) / 100 : null;
   // CPU time the server spent per answered request: steadier than req/s on a shared machine.
@@ -19,6 +33,24 @@ async function measuredRun(pid, load) {
 function roundLine(round, rounds, id, result) {
   const lost = result.unfinished || result.gaveUp ? `, lost ${result.unfinished + (result.gaveUp ?? 0)}` : '';
   return `  round ${round + 1}/${rounds} ${id}: ${result.rps} req/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms, server CPU ${result.serverCpu} (${result.cpuUsPerRequest} µs/req), client CPU ${result.clientCpu}${lost}`;
+}
+
+/**
+ * A warm-up run of each target (`warmupMs`), then `rounds` rounds over them, the order rotated
+ * from round to round so that no target always follows the same neighbour. `run(target, params)`
+ * is one measured run. Returns Map target.id -> [result of each round].
+ */
+async function interleavedRounds(targets, run, params, progress) {
+  for (const target of targets) await run(target, { ...params, durationMs: params.warmupMs });
+  const runs = new Map(targets.map((target) => [target.id, []]));
+  for (let round = 0; round < params.rounds; round++) {
+    for (const target of targets.map((_, i) => targets[(i + round) % targets.length])) {
+      const result = await run(target, params);
+      runs.get(target.id).push(result);
+      progress(roundLine(round, params.rounds, target.id, result));
+    }
+  }
+  return runs;
 }
 
 /** The medians of a target's rounds, what was lost, the answer codes, and each round. */
@@ -36,4 +68,4 @@ function roundsSummary(runs) {
   };
 }
 
-module.exports = { measuredRun, roundLine, roundsSummary };
+module.exports = { measuredRun, interleavedRounds, roundLine, roundsSummary, cpuOf };

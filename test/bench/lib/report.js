@@ -27,6 +27,8 @@ function evaluate(results) {
     'coap/http server:now': ratio(kc('now')?.rps, kh('now')?.rps),
     'coap/http document:create': ratio(kc('create')?.rps, kh('create')?.rps),
     'coaps/coap': ratio(results.dtls?.coaps.rps, results.dtls?.plain.rps),
+    'cluster fan-out spread/single': ratio(results.cluster?.fanout.spread.lastMs, results.cluster?.fanout.single.lastMs),
+    'cluster req/s 3 nodes/1 node': ratio(clusterTarget(results, 3)?.rps, clusterTarget(results, 1)?.rps),
   };
   const p99Ratio = ratio(plugin?.p99, limit?.p99);
   // Information, not a target: the same comparisons in server CPU time per request (limit µs / plugin µs).
@@ -40,6 +42,7 @@ function evaluate(results) {
   const z = results.fuzz;
   const fl = results.flood;
   const d = results.dtls;
+  const cf = results.cluster?.fanout;
   const check = (name, value, ok, detail) => ({ name, value, pass: value === null || value === undefined ? null : ok, detail });
   const targets = [
     check("plugin's own cost ≥ 0.6× the limit's throughput", ratios['plugin/limit'], ratios['plugin/limit'] >= 0.6, `${fixed2(ratios['plugin/limit'])}×`),
@@ -72,9 +75,18 @@ function evaluate(results) {
       d ? `${fmt(d.handshakes.perSecond)}/s, ${d.handshakes.concurrency} in parallel, ${d.handshakes.failed} failed` : ''),
     check('≤ 40 KB heap + native memory (RSS) per idle DTLS session', d?.memory.rssPerSession, d?.memory.rssPerSession <= 40 * 1024,
       d ? `${fmt(d.memory.rssPerSession)} B RSS each at ${d.memory.sessions} sessions (heap ${fmt(d.memory.heapPerSession)} B, external ${fmt(d.memory.externalPerSession)} B)` : ''),
+    check('cluster fan-out: every relation notified, the last within 500 ms of the write on node B, all on node A and spread over the 3 nodes',
+      cf ? Math.max(cf.single.lastMs, cf.spread.lastMs) : null,
+      Math.max(cf?.single.lastMs, cf?.spread.lastMs) <= 500 && cf?.single.received >= cf?.single.relations && cf?.spread.received >= cf?.spread.relations,
+      cf ? `all on A ${fmt(cf.single.lastMs, 1)} ms, spread ${fmt(cf.spread.lastMs, 1)} ms (${fixed2(ratios['cluster fan-out spread/single'])}×) for ${cf.single.relations} relations; received ${cf.single.received} and ${cf.spread.received}` : ''),
+    check('cluster req/s through nginx: 3 nodes ≥ 0.9× 1 node (2 cores: it does not fall)', ratios['cluster req/s 3 nodes/1 node'], ratios['cluster req/s 3 nodes/1 node'] >= 0.9,
+      results.cluster ? `${fixed2(ratios['cluster req/s 3 nodes/1 node'])}× (${fmt(clusterTarget(results, 3)?.rps)} vs ${fmt(clusterTarget(results, 1)?.rps)} req/s)` : ''),
   ];
   return { ratios, p99Ratio, cpuEfficiency, targets };
 }
+
+/** The cluster scenario's req/s figures through nginx to `nodes` nodes (1 or 3). */
+const clusterTarget = (results, nodes) => results.cluster?.throughput.find((x) => x.id === (nodes === 1 ? 'nginx-1-node' : 'nginx-3-nodes')) ?? null;
 
 function render(results, evaluation) {
   const out = [];
@@ -180,6 +192,23 @@ function render(results, evaluation) {
       ['  after one request each', `${fmt(m.withRequest.rssPerSession)} B RSS, ${fmt(m.withRequest.heapPerSession)} B heap (${m.withRequest.answered} answered, dedup entries expired)`],
       ['establishing them', `${fmt(m.establishMs)} ms (${fmt(m.establishPerSecond)}/s, 500 at a time)`],
     ]));
+  }
+  const k = results.cluster;
+  if (k) {
+    const p = results.params;
+    const one = clusterTarget(results, 1);
+    const three = clusterTarget(results, 3);
+    const row = (x) => [x.label, fmt(x.rps), fmt(x.p50, 2), fmt(x.p99, 2), fixed2(x.serverCpu), x.nodeCpu.map(fixed2).join(' / '), fmt(x.cpuUsPerRequest), fixed2(x.nginxCpu), fixed2(x.clientCpu), fmt(x.lost)];
+    out.push(table(`9. Kuzzle cluster, 3 nodes (one network namespace each, booted in ${(k.bootMs / 1000).toFixed(1)} s): POST /api/server/now through nginx (UDP), ${p.sockets} endpoints × ${p.window} CON in flight, ${p.rounds} rounds × ${p.durationMs} ms, medians`,
+      ['upstream', 'req/s', 'p50 ms', 'p99 ms', 'nodes CPU', 'A / B / C', 'CPU µs/req', 'nginx CPU', 'client CPU', 'lost'],
+      [row(one), row(three), ['3 nodes / 1 node', fixed2(ratio(three.rps, one.rps)), '', '', '', '', fixed2(ratio(three.cpuUsPerRequest, one.cpuUsPerRequest)), '', '', '']]));
+    out.push('   nodes CPU: cores the three Kuzzle processes used together (A / B / C each); CPU µs/req: theirs per answered request');
+    const fanoutRow = (name, f) => [name, `${f.relations}`, f.placement.map((x) => x.relations).join(' / '), fmt(f.lastMs, 1), f.lastByNode.map((ms) => fmt(ms, 1)).join(' / '), fmt(f.firstMs, 1), fmt(f.answeredMs, 1), fmt(f.cold.lastMs, 1), fmt(f.received), f.rssMb.join(' / ')];
+    out.push(table(`   Fan-out across nodes: one document written over HTTP on node B, observe relations on A / B / C (devices reach the nodes directly), median of ${p.clusterWrites} writes after a warm-up`,
+      ['relations', 'count', 'on A / B / C', 'last ms', 'last of A / B / C', 'first ms', 'HTTP answer ms', 'warm-up last ms', 'received (min)', 'RSS MB A / B / C'],
+      [['none', '', '', '', '', '', '', '', '', k.idleRssMb.join(' / ')], fanoutRow('all on node A', k.fanout.single), fanoutRow('spread', k.fanout.spread),
+        ['spread / all on A', '', '', fixed2(ratio(k.fanout.spread.lastMs, k.fanout.single.lastMs)), '', '', '', '', '', '']]));
+    out.push('   RSS: Kuzzle and its ID card renewer, per node, with the relations registered (before them: "none"; spread is measured after the single case\'s relations were deregistered)');
   }
   if (evaluation.cpuEfficiency['plugin/limit'] !== null) {
     out.push(`\nBy server CPU time per request (information): plugin/limit ${fixed2(evaluation.cpuEfficiency['plugin/limit'])}, plugin/node-coap ${fixed2(evaluation.cpuEfficiency['plugin/node-coap'])}`);

@@ -15,7 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnChild } = require('../lib/procs');
-const { measuredRun, roundLine, roundsSummary } = require('../lib/loadRounds');
+const { measuredRun, interleavedRounds, roundsSummary } = require('../lib/loadRounds');
 const { median, cpuSeconds, sleep } = require('../lib/util');
 
 const PLUGIN = path.join(__dirname, '..', 'servers', 'plugin.js');
@@ -42,16 +42,8 @@ function runOnce(agent, server, secure, { sockets, window, durationMs }) {
 async function throughputAndHandshakes({ agent, params, progress, cpu, file }) {
   const server = await startServer({ entry: 'minimal', file, name: 'plugin server (coap + coaps)', cpu });
   try {
-    for (const secure of [false, true]) await runOnce(agent, server, secure, { ...params, durationMs: params.warmupMs });
-    const runs = { plain: [], coaps: [] };
-    for (let round = 0; round < params.rounds; round++) {
-      // Alternate which goes first: neither always follows the other.
-      for (const secure of round % 2 ? [true, false] : [false, true]) {
-        const result = await runOnce(agent, server, secure, params);
-        runs[secure ? 'coaps' : 'plain'].push(result);
-        progress(roundLine(round, params.rounds, secure ? 'coaps' : 'plain', result));
-      }
-    }
+    const listeners = [{ id: 'plain', secure: false }, { id: 'coaps', secure: true }];
+    const runs = await interleavedRounds(listeners, (listener, p) => runOnce(agent, server, listener.secure, p), params, progress);
 
     const port = server.info.securePort;
     const load = { port, ...SECURE, concurrency: params.handshakeConcurrency };
@@ -71,8 +63,8 @@ async function throughputAndHandshakes({ agent, params, progress, cpu, file }) {
     }
     const stats = (await server.call('stats')).secureTransport.dtls;
     return {
-      plain: roundsSummary(runs.plain),
-      coaps: roundsSummary(runs.coaps),
+      plain: roundsSummary(runs.get('plain')),
+      coaps: roundsSummary(runs.get('coaps')),
       handshakes: {
         concurrency: params.handshakeConcurrency,
         durationMs: params.handshakeMs,

@@ -5,7 +5,7 @@
 // as many keep-alive HTTP connections with one request each.
 const path = require('node:path');
 const { spawnChild } = require('../lib/procs');
-const { measuredRun, roundLine, roundsSummary } = require('../lib/loadRounds');
+const { measuredRun, interleavedRounds, roundsSummary } = require('../lib/loadRounds');
 
 const SERVERS = path.join(__dirname, '..', 'servers');
 const NOW = { path: ['api', 'server', 'now'] };
@@ -63,18 +63,8 @@ async function throughput({ agent, kuzzle, quick, cpu = null, params, progress }
   const servers = await startServers({ quick, cpu });
   try {
     const targets = targetsFor(servers, kuzzle);
-    // Warm-up: JIT, Kuzzle's caches, the collection's first documents.
-    for (const target of targets) await runOnce(agent, target, { ...params, durationMs: params.warmupMs });
-    const rounds = new Map(targets.map((t) => [t.id, []]));
-    for (let round = 0; round < params.rounds; round++) {
-      // Rotate the order from round to round: no target always follows the same neighbour.
-      const order = targets.map((_, i) => targets[(i + round) % targets.length]);
-      for (const target of order) {
-        const result = await runOnce(agent, target, params);
-        rounds.get(target.id).push(result);
-        progress(roundLine(round, params.rounds, target.id, result));
-      }
-    }
+    // The warm-up runs: JIT, Kuzzle's caches, the collection's first documents.
+    const rounds = await interleavedRounds(targets, (target, p) => runOnce(agent, target, p), params, progress);
     return {
       params,
       targets: targets.map((target) => ({ id: target.id, label: target.label, ...roundsSummary(rounds.get(target.id)) })),

@@ -370,4 +370,6 @@ async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFail
   };
 }
 
-module.exports = { startBalancer, removeBalancerLeftovers, nginxConfig, coapPing, tcpOpen, nginxBinary, streamModuleLine };
+module.exports = {
+  startBalancer, removeBalancerLeftovers, nginxConfig, nginxGroupPids, coapPing, tcpOpen, nginxBinary, streamModuleLine,
+};
