@@ -22,7 +22,9 @@ const { kill } = require('../kuzzle-host/cleanup');
 const { killAll, spawnCoapClient } = require('../support/peers');
 const { openRawPeer } = require('../support/raw');
 const { sleep } = require('../support/util');
-const { coapJson, kuzzleHttp, lineJson, waitUntil } = require('./helpers');
+const {
+  coapJson, kuzzleHttp, lineJson, waitUntil, writeAndAwaitNotification,
+} = require('./helpers');
 
 const INDEX = 'dnat';
 // The plugin's Max-Age of observe answers: no heartbeat before 60 s, so the relation below stays
@@ -175,20 +177,12 @@ test(`an observe relation through DNAT stays silent for ${QUIET_MS / 1000} s (co
     assert.ok(still.timeout > 3500 - QUIET_MS / 1000, `the flow has most of its hour left: ${still.timeout} s`);
 
     // A document written over HTTP through DNAT (TCP to V:7512, any node).
-    const written = Date.now();
-    const response = await fetch(`${balancer.httpUrl}/${INDEX}/${collection}/_create`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ after: 'silence' }),
-      signal: AbortSignal.timeout(10000),
+    const { notification, ms, written } = await writeAndAwaitNotification({
+      client, httpUrl: balancer.httpUrl, index: INDEX, collection, body: { after: 'silence' }, from: quietFrom,
     });
-    const created = await response.json();
-    assert.equal(created.status, 200, JSON.stringify(created));
-    const line = await client.waitLine((l) => l.stream === 'stdout' && l.text.includes(`"${created.result._id}"`), 10000, quietFrom);
-    const notification = lineJson(line);
     assert.equal(notification.action, 'create');
     assert.equal(notification.result._source.after, 'silence');
-    t.diagnostic(`node ${holder.index} notified ${line.at - written} ms after the write, ${Math.round((written - quietStart) / 1000)} s after the relation's last traffic`);
+    t.diagnostic(`node ${holder.index} notified ${ms} ms after the write, ${Math.round((written - quietStart) / 1000)} s after the relation's last traffic`);
     assert.equal(client.child.exitCode, null, 'the device still observes');
   } finally {
     await client.kill();

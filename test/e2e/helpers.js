@@ -172,6 +172,25 @@ function appSetup(app) {
   app.plugin.use(new E2ePlugin(), { name: E2E_PLUGIN });
 }
 
+/**
+ * Writes a document over Kuzzle's HTTP API at `httpUrl` and waits (10 s) for the coap-client
+ * observer `client` to print its notification after line `from`; resolves {notification, ms}:
+ * the notification and the time from the write until it arrived.
+ */
+async function writeAndAwaitNotification({ client, httpUrl, index, collection, body, from }) {
+  const written = Date.now();
+  const response = await fetch(`${httpUrl}/${index}/${collection}/_create`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(10000),
+  });
+  const created = await response.json();
+  if (created.status !== 200) throw new Error(`document:create answered ${JSON.stringify(created)}`);
+  const line = await client.waitLine((l) => l.stream === 'stdout' && l.text.includes(`"${created.result._id}"`), 10000, from);
+  return { notification: lineJson(line), ms: line.at - written, written };
+}
+
 module.exports = {
   E2E_PLUGIN,
   appSetup,
@@ -184,4 +203,5 @@ module.exports = {
   nodeCoap,
   rawEndpoint,
   waitUntil,
+  writeAndAwaitNotification,
 };
