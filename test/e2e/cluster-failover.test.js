@@ -35,16 +35,20 @@ const SILENCE_MS = 1.25 * MAX_AGE_S * 1000 + 2000;
 // nginx moves a device's session after the node has died only at its fourth datagram: the first
 // draws an ICMP error that nginx logs ("recv() failed"), the second's error waits on the socket,
 // the third's sendmsg() fails and ends the session (the node is then down for nginx for
-// fail_timeout, 60 s), the fourth opens a session on another node. The firmware's datagrams after a
+// fail_timeout, 120 s), the fourth opens a session on another node. The firmware's datagrams after a
 // failure are the retransmissions of its request in flight (its loop waits for the answer), sent
 // by libcoap ACK_TIMEOUT (2 s) × 1..1.5 × 1, 3, 7, 15 after the first: when the node dies at
-// once, the fourth comes at most 21 s later. A hung node swallows the first ones until the watchdog
-// kills it, so that fewer than four are left: libcoap gives up (MAX_TRANSMIT_WAIT, 93 s), and the
-// firmware opens a new session from a new port, which nginx sends to a live node.
-const MARGIN_MS = 4000; // a loaded machine
+// once, the fourth comes at most 21 s later, which is what the runs show for most devices. But
+// ICMP errors are rate-limited by the dead node's kernel (net.ipv4.icmp_ratelimit) and may be
+// lost: a datagram that draws none does not count, and a device may need its fifth transmission
+// (30-45 s; measured: 43.6 s) or run out of them. A hung node swallows the first ones until the
+// watchdog kills it. In the end libcoap gives up the request (MAX_TRANSMIT_WAIT, 93 s) and the
+// firmware opens a new session from a new port, which nginx sends to a live node: that is the
+// bound, the same for both failures; the figures of each run are printed.
+const MARGIN_MS = 4000; // a loaded machine; the firmware's backoff before its new session (0.5 s)
 const WATCHDOG = { intervalMs: 1000, timeoutMs: 1000, failures: 3 };
 const DETECTION_MS = WATCHDOG.failures * WATCHDOG.intervalMs + WATCHDOG.timeoutMs;
-const KILLED_BOUND_MS = Math.max(SILENCE_MS, 21000) + MARGIN_MS;
+const KILLED_BOUND_MS = 93000 + MARGIN_MS;
 const FROZEN_BOUND_MS = DETECTION_MS + 93000 + MARGIN_MS;
 const COMMAND_EVERY_MS = 750;
 
@@ -123,6 +127,21 @@ const observedIdsOf = (observer) => observer.lines.filter((l) => l.stream === 's
 const count = (ids, id) => ids.filter((x) => x === id).length;
 
 /**
+ * The reports stored against what the devices of the file were told (`report sent ... id=`):
+ * acknowledged ones missing from the storage, and the stored ones of the reports timed (their
+ * `ts`, Kuzzle's clock, this machine's) in [from, to] that no device was told of.
+ */
+async function reportsCheck(write, from, to) {
+  const logged = new Set(devices.flatMap((device) => device.matches(/^report sent n=\d+ id=(\S+) /).map((m) => m[1])));
+  const { hits } = await write({ controller: 'document', action: 'search', index: INDEX, collection: 'sensors', size: 10000 });
+  const stored = new Set(hits.map((h) => h._id));
+  return {
+    missing: [...logged].filter((id) => !stored.has(id)),
+    unacknowledged: hits.filter((h) => h._source.ts >= from && h._source.ts <= to && !logged.has(h._id)).length,
+  };
+}
+
+/**
  * The scenario of both tests: the fleet runs, commands flow, `fail(victim)` at t0; returns what
  * each device saw, once the victim's firmware devices are back and a few more commands went out.
  */
@@ -184,12 +203,11 @@ async function failover(t, fleet, victim, fail, boundMs) {
       for (const c of commands) assert.equal(count(ids, c.id), 1, `coap-client observer on node ${node}: command ${c.id} notified once`);
     }
 
-    // Reports: every acknowledged one is stored; count the failed and the duplicated ones.
-    // Over every device of the file: the storage holds the reports of the earlier test too.
-    const logged = devices.flatMap((device) => device.matches(/^report sent n=\d+ id=(\S+) /).map((m) => m[1]));
-    const { hits } = await write({ controller: 'document', action: 'search', index: INDEX, collection: 'sensors', size: 10000 });
-    const stored = new Set(hits.map((h) => h._id));
-    assert.deepEqual(logged.filter((id) => !stored.has(id)), [], 'every acknowledged report is stored');
+    // Reports: every acknowledged one is stored; count the failed ones, and the stored ones no
+    // device was told of (run by the failed node, whose answer never came).
+    // The window leaves out the reports in flight now (every device reports each second).
+    const { missing, unacknowledged } = await reportsCheck(write, t0 - 2000, Date.now() - 3000);
+    assert.deepEqual(missing, [], 'every acknowledged report is stored');
     const failed = fleet.firmware.reduce((n, { device }) => n + device.matches(/^report failed /, from.get(device)).length, 0);
     const summary = {
       evictedMs,
@@ -198,7 +216,7 @@ async function failover(t, fleet, victim, fail, boundMs) {
       observeBackMs: back.map((b) => b.observeMs),
       commandsLost: lost,
       reportsFailed: failed,
-      storedNotAcknowledged: hits.length - logged.length,
+      storedNotAcknowledged: unacknowledged,
       survivingDevices: fleet.firmware.length - victims.length,
       survivingObservers: fleet.observers.filter((o) => o.node !== victim).length,
     };
@@ -218,7 +236,7 @@ async function endFleet(fleet) {
   await Promise.all(fleet.observers.map(({ device }) => device.kill()));
 }
 
-test(`SIGKILL of the node of a firmware device: devices of the other nodes go on; the device reports again at its fourth datagram after the failure and observes again after 1.25 × Max-Age (${MAX_AGE_S} s) + 2 s of silence`, { timeout: 180000 }, async (t) => {
+test(`SIGKILL of the node of a firmware device: devices of the other nodes go on; the device reports again once nginx moved it (its fourth datagram that drew an error, at worst when libcoap gives up) and observes again after 1.25 × Max-Age (${MAX_AGE_S} s) + 2 s of silence`, { timeout: 240000 }, async (t) => {
   const fleet = await startFleet();
   const victim = fleet.firmware[0].node;
   t.diagnostic(`firmware on nodes ${fleet.firmware.map((f) => f.node)}, observers on ${fleet.observers.map((o) => o.node)}; killing node ${victim}`);

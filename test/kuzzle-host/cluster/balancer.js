@@ -20,9 +20,10 @@
  * - Health: passive. A datagram to a node that is gone draws an ICMP port unreachable. nginx only
  *   logs the first one of a session ("recv() failed"); the second's waits on the socket; the third
  *   datagram's sendmsg() fails, which ends the session, counts as a failure (`max_fails`) and skips
- *   that node for `fail_timeout`: the device's fourth datagram opens a session on another node. `fail_timeout` is 60 s because it must outlast the gaps
- *   between a device's retransmissions (libcoap: up to 24 s between its 4th and 5th), or nginx
- *   tries the dead node again and the device starts over. A node that is stopped (SIGSTOP) or
+ *   that node for `fail_timeout`: the device's fourth datagram opens a session on another node.
+ *   `fail_timeout` is 120 s because it must outlast a device's whole retransmission sequence
+ *   (libcoap gives a request up after 93 s and opens a new socket), or nginx tries the dead node
+ *   again for that device and it starts over. A node that is stopped (SIGSTOP) or
  *   black-holed draws no ICMP: its devices stay pinned to it until their session times out, which
  *   is why the cluster runs a liveness probe that kills such a node (watchdog.js).
  * - The nodes see nginx's address, not the devices': nginx binds its upstream sockets to
@@ -183,7 +184,7 @@ function coapPing(port, ms = 1000, host = '127.0.0.1') {
  * @param {{coap: number, http: number, nodeHttp: number[]}} c.listen loopback ports
  * @param {string} c.proxyTimeout e.g. '1h'
  * @param {number} c.maxFails
- * @param {string} c.failTimeout e.g. '60s'
+ * @param {string} c.failTimeout e.g. '120s'
  */
 function nginxConfig({ dir, tag, moduleLine, bindAddress, nodes, listen, proxyTimeout, maxFails, failTimeout }) {
   const servers = (portOf) => nodes.map((n) => `    server ${n.address}:${portOf(n)} max_fails=${maxFails} fail_timeout=${failTimeout};`).join('\n');
@@ -249,12 +250,12 @@ ${nodeHttp}
  * @param {{address: string, coapPort: number, httpPort: number}[]} spec.nodes
  * @param {string} [spec.proxyTimeout='1h']
  * @param {number} [spec.maxFails=1]
- * @param {string} [spec.failTimeout='60s']
+ * @param {string} [spec.failTimeout='120s']
  * @param {number} [spec.bootTimeout=10000] ms
  * @param {string} [spec.bindAddress] proxy_bind address already on the root veth (a second nginx
  *   beside the cluster's: its `address`); default: P.253, added to the veth here
  */
-async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFails = 1, failTimeout = '60s', bootTimeout = 10000, bindAddress: boundAddress = null }) {
+async function startBalancer({ net: network, nodes, proxyTimeout = '1h', maxFails = 1, failTimeout = '120s', bootTimeout = 10000, bindAddress: boundAddress = null }) {
   const began = Date.now();
   const bin = nginxBinary();
   const moduleLine = streamModuleLine(bin);

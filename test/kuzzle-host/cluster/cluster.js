@@ -115,7 +115,7 @@ const tail = (text, n = 6000) => (text.length > n ? `...${text.slice(-n)}` : tex
  * @param {boolean} [options.verbose] nodes' output on this process' output (default KUZZLE_HOST_VERBOSE=1)
  * @param {number} [options.bootTimeout=90000] ms, per node and for the cluster to form
  * @param {'nginx'|'nftables'|boolean|object} [options.balancer] in front of the nodes: nginx (balancer.js),
- *   'nginx' or true, or {kind: 'nginx', proxyTimeout: '1h', maxFails: 1, failTimeout: '60s'}; or
+ *   'nginx' or true, or {kind: 'nginx', proxyTimeout: '1h', maxFails: 1, failTimeout: '120s'}; or
  *   nftables DNAT (dnat.js, devices keep their address), 'nftables' or {kind: 'nftables'}; default none
  * @param {boolean|object} [options.watchdog] a liveness probe that kills a node which stops answering
  *   (watchdog.js): true or {intervalMs: 1000, timeoutMs: 1000, failures: 3}; default on with a balancer
