@@ -13,8 +13,18 @@ import fs from 'node:fs';
 import type { Security } from '../coap/datagramSocket';
 import { CredentialStore, DeviceCredential, credentialKey, credentialOf, sameCredential } from './credentials';
 
-/** How often the file's modification time is looked at (fs.watchFile: editors replace files, which fs.watch loses). */
+/** How often the file is looked at (a poll of its stat: editors replace files, which fs.watch loses). */
 const POLL_MS = 1000;
+
+/** What identifies a version of the file. */
+interface FileVersion {
+  mtimeMs: number;
+  size: number;
+  ino: number;
+}
+const MISSING: FileVersion = { mtimeMs: 0, size: 0, ino: 0 };
+const versionOf = (stat: fs.Stats): FileVersion => ({ mtimeMs: stat.mtimeMs, size: stat.size, ino: stat.ino });
+const sameVersion = (a: FileVersion, b: FileVersion): boolean => a.mtimeMs === b.mtimeMs && a.size === b.size && a.ino === b.ino;
 
 function fail(path: string, message: string): never {
   throw new Error(`device credentials file ${path}: ${message}`);
@@ -44,7 +54,13 @@ export function parseCredentials(text: string, path: string): Map<string, Device
 
 export class CredentialFile implements CredentialStore {
   private credentials: Map<string, DeviceCredential>;
-  private watching = false;
+  private poll: NodeJS.Timeout | null = null;
+  /**
+   * The version the last read saw, taken before reading: each poll compares with it (fs.watchFile
+   * compared with its own first look, which could come after a change made right after the read:
+   * that change was never seen).
+   */
+  private readVersion: FileVersion = MISSING;
   private reloads = 0;
   /** Reloads refused because the new file was invalid. */
   private refused = 0;
@@ -72,16 +88,16 @@ export class CredentialFile implements CredentialStore {
   }
 
   watch(): void {
-    if (this.watching) return;
-    this.watching = true;
-    fs.watchFile(this.path, { interval: POLL_MS, persistent: false }, (current, previous) => {
-      if (current.mtimeMs !== previous.mtimeMs || current.size !== previous.size || current.ino !== previous.ino) this.reload();
-    });
+    if (this.poll) return;
+    this.poll = setInterval(() => fs.stat(this.path, (error, stat) => {
+      if (this.poll && !sameVersion(error ? MISSING : versionOf(stat), this.readVersion)) this.reload();
+    }), POLL_MS);
+    this.poll.unref();
   }
 
   close(): void {
-    if (this.watching) fs.unwatchFile(this.path);
-    this.watching = false;
+    if (this.poll) clearInterval(this.poll);
+    this.poll = null;
   }
 
   /** Re-reads the file; an invalid one keeps the credentials in force. */
@@ -107,6 +123,8 @@ export class CredentialFile implements CredentialStore {
   private read(): Map<string, DeviceCredential> {
     let text: string;
     try {
+      this.readVersion = MISSING;
+      this.readVersion = versionOf(fs.statSync(this.path));
       text = fs.readFileSync(this.path, 'utf8');
     } catch (error) {
       fail(this.path, `cannot be read: ${(error as Error).message}`);
