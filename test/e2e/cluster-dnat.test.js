@@ -25,6 +25,7 @@ const { sleep } = require('../support/util');
 const {
   coapJson, kuzzleHttp, lineJson, waitUntil, writeAndAwaitNotification,
 } = require('./helpers');
+const { connectionIds, freshConnections, connectionSnapshot, sharesSince } = require('./clusterConnections');
 
 const INDEX = 'dnat';
 // The plugin's Max-Age of observe answers: no heartbeat before 60 s, so the relation below stays
@@ -62,14 +63,6 @@ const nftTables = () => execFileSync('nft', ['list', 'tables'], { encoding: 'utf
 /** conntrack -L with filters: the flow lines. */
 const conntrackList = (...filters) => conntrack('-L', filters).lines;
 
-/** Kuzzle's count of coap connections on a node (server:metrics, network.connections.coap). */
-async function coapConnections(node) {
-  const metrics = await node.http.ok({ controller: 'server', action: 'metrics' });
-  return metrics.network.connections.coap ?? 0;
-}
-
-const connectionIds = async (node) => new Set((await node.connections('coap')).map((conn) => conn.id));
-const fresh = async (node, known) => (await node.connections('coap')).filter((conn) => !known.has(conn.id));
 /** The node index of each UDP flow through V, by the device's source port. */
 const nodeByPort = () => new Map(balancer.flows().filter((f) => f.protocol === 'udp').map((f) => [f.sport, f.node]));
 
@@ -107,8 +100,7 @@ test('through the DNAT address (P.250): coap-client requests and Kuzzle\'s HTTP 
 
 test(`${ENDPOINTS} device endpoints through DNAT spread over the nodes (server:metrics), and Kuzzle's connections carry the device's own address`, { timeout: 90000 }, async (t) => {
   const { hostAddress } = cluster.network;
-  const beforeIds = await Promise.all(cluster.nodes.map(connectionIds));
-  const beforeCounts = await Promise.all(cluster.nodes.map(coapConnections));
+  const snapshot = await connectionSnapshot(cluster.nodes);
 
   // Raw UDP peers, one socket (one source port) each, ten at a time: each shows that it receives
   // at its address (Echo, as devices do) and asks server:now.
@@ -127,16 +119,8 @@ test(`${ENDPOINTS} device endpoints through DNAT spread over the nodes (server:m
   }
   assert.equal(new Set(peers.map((peer) => peer.localPort)).size, ENDPOINTS, 'distinct source ports');
 
-  // Each node's share: its new connections. server:metrics must count them, less the connections
-  // of earlier tests that ended meanwhile (an idle endpoint expires).
-  const afterIds = await Promise.all(cluster.nodes.map(connectionIds));
-  const afterCounts = await Promise.all(cluster.nodes.map(coapConnections));
-  const shares = afterIds.map((ids, i) => [...ids].filter((id) => !beforeIds[i].has(id)).length);
-  const ended = beforeIds.map((ids, i) => [...ids].filter((id) => !afterIds[i].has(id)).length);
-  for (const node of cluster.nodes) {
-    assert.ok(shares[node.index] > 0, `node ${node.index} serves some of the devices: shares ${shares}`);
-    assert.equal(afterCounts[node.index] - beforeCounts[node.index], shares[node.index] - ended[node.index], `node ${node.index}: server:metrics counts its share`);
-  }
+  const { shares, counts: afterCounts } = await sharesSince(cluster.nodes, snapshot);
+  for (const node of cluster.nodes) assert.ok(shares[node.index] > 0, `node ${node.index} serves some of the devices: shares ${shares}`);
   assert.equal(shares.reduce((x, y) => x + y, 0), ENDPOINTS, `every endpoint is a connection on one node: shares ${shares}`);
   t.diagnostic(`shares of ${ENDPOINTS} endpoints (nodes A, B, C): ${shares.join(', ')}`);
 
@@ -149,7 +133,7 @@ test(`${ENDPOINTS} device endpoints through DNAT spread over the nodes (server:m
 
   for (const node of cluster.nodes) {
     // Kuzzle's connection objects: the new ones carry the device's own address (the test process'), not a balancer's.
-    const mine = await fresh(node, beforeIds[node.index]);
+    const mine = await freshConnections(node, snapshot.ids[node.index]);
     for (const conn of mine) assert.deepEqual(conn.ips, [hostAddress], `node ${node.index} sees the device's own address`);
     assert.equal((await node.coapStats()).connections, afterCounts[node.index], `node ${node.index}: the plugin's stats() and server:metrics agree`);
   }
@@ -251,7 +235,7 @@ test('after a SIGKILL of node C, the cluster host takes it out of the map (setNo
     if (d.node === c.index) assert.ok(now === a.index || now === b.index, `a device of C is now on A or B: ${now}`);
     else assert.equal(now, d.node, 'a device of A or B keeps its node');
   }
-  const arrived = [...await fresh(a, known[0]), ...await fresh(b, known[1])];
+  const arrived = [...await freshConnections(a, known[0]), ...await freshConnections(b, known[1])];
   assert.equal(arrived.length, moved.length, 'one new connection on A or B per device of C, none for the others');
   for (const conn of arrived) assert.deepEqual(conn.ips, [hostAddress], 'still the device\'s own address');
   const toA = moved.filter((d) => byPort.get(d.peer.localPort) === a.index).length;

@@ -28,6 +28,7 @@ const {
   buildExample, SensorDevice, provisionSensor, SENSOR, INDEX,
 } = require('../support/sensorDevice');
 const { kuzzleHttp, lineJson, waitUntil } = require('./helpers');
+const { nodeReached } = require('./clusterConnections');
 
 // Short, so that the firmware's silence rule (1.25 × Max-Age + 2 s = 14.5 s) acts within the test.
 const MAX_AGE_S = 10;
@@ -76,20 +77,14 @@ after(async () => {
   await cluster?.stop();
 }, { timeout: 60000 });
 
-/** Ids of Kuzzle's coap connections on every running node. */
-async function connectionIds() {
-  return Promise.all(cluster.nodes.map(async (node) => (node.isRunning()
-    ? new Set((await node.connections('coap')).map((conn) => conn.id)) : new Set())));
-}
-
-/** Starts a device with `start()`, waits with `ready()`, and returns the node it reached through nginx. */
+/** Starts a device with `start()`, waits with `ready()`, and returns it with the node it reached through nginx. */
 async function placed(start, ready) {
-  const known = await connectionIds();
-  const device = start();
-  await ready(device);
-  const fresh = (await connectionIds()).map((ids, i) => [...ids].filter((id) => !known[i].has(id)).length);
-  assert.equal(fresh.reduce((sum, n) => sum + n, 0), 1, `one new coap connection for the device: ${fresh}`);
-  return { device, node: fresh.findIndex((n) => n === 1) };
+  const { node, result: device } = await nodeReached(cluster.nodes, async () => {
+    const started = start();
+    await ready(started);
+    return started;
+  });
+  return { device, node };
 }
 
 function startFirmware(label) {

