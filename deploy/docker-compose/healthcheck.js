@@ -29,6 +29,7 @@ function httpCheck(host, port, timeoutMs) {
   });
 }
 
+/** Resolves null when a RST answers a CoAP ping of host:port within timeoutMs, else the reason (also used by the test cluster's balancer). */
 function coapPing(host, port, timeoutMs) {
   return new Promise((resolve) => {
     const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
@@ -66,4 +67,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { check };
+module.exports = { check, coapPing };

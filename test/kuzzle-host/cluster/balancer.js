@@ -61,7 +61,6 @@
  */
 
 const { spawn, spawnSync } = require('node:child_process');
-const dgram = require('node:dgram');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -69,6 +68,7 @@ const path = require('node:path');
 const { freeUdpPort, sleep } = require('../../support/util');
 const { onProcessExit, kill, isAlive } = require('../cleanup');
 const { findExecutable, freeTcpPort } = require('../redis');
+const { coapPing: pingCoap } = require('../../../deploy/docker-compose/healthcheck');
 
 const BIND_HOST_NUMBER = 253; // P.253: the address the nodes see for balanced traffic
 const GROUP_FILE = 'group.pid'; // the nginx master's pid = its process group (written by us at spawn)
@@ -149,28 +149,9 @@ function tcpOpen(port, host = '127.0.0.1') {
   });
 }
 
-/** A CoAP ping (empty CON) to host:port: true when a RST comes back within ms. */
-function coapPing(port, ms = 1000, host = '127.0.0.1') {
-  return new Promise((resolve) => {
-    const socket = dgram.createSocket('udp4');
-    const messageId = Math.floor(Math.random() * 0x10000);
-    const timer = setTimeout(() => finish(false), ms);
-    let finished = false;
-    function finish(ok) {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      socket.close();
-      resolve(ok);
-    }
-    socket.on('error', () => finish(false));
-    socket.on('message', (m) => {
-      // RST (type 3), code 0.00, our message ID
-      if (m.length >= 4 && (m[0] >> 4) === 0x7 && m[1] === 0 && m.readUInt16BE(2) === messageId) finish(true);
-    });
-    const ping = Buffer.from([0x40, 0x00, messageId >> 8, messageId & 0xff]);
-    socket.send(ping, port, host);
-  });
+/** A CoAP ping (empty CON) to host:port: true when a RST comes back within ms (the nodes' Docker health check's ping). */
+async function coapPing(port, ms = 1000, host = '127.0.0.1') {
+  return (await pingCoap(host, port, ms)) === null;
 }
 
 /**
